@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -136,7 +136,13 @@ def choose_backend(
 
 @dataclass
 class PaddedAttention:
-    """Attention over padded ``(batch, heads, length, head_dim)`` tensors (``sdpa``/``blocked``)."""
+    """Attention over padded ``(batch, heads, length, head_dim)`` tensors (``sdpa``/``blocked``).
+
+    Built once per forward and shared by every layer. ``sdpa`` keeps the whole bias;
+    ``blocked`` rebuilds one query block's bias at a time into buffers reused across blocks
+    and layers (fresh 100+ MB allocations per block cost more than the attention itself);
+    with autograd on, each block gets its own buffer because backward reads the masks.
+    """
 
     slopes: torch.Tensor
     attention_mask: torch.Tensor  # (batch, length), 1 = real token
@@ -144,14 +150,35 @@ class PaddedAttention:
     blocked: bool
     block_size: int
     dropout: float = 0.0
-    _full_bias: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        self._padding = padding_bias(self.attention_mask, self.dtype)  # (B, 1, 1, L)
+        length = self.attention_mask.shape[1]
+        has_padding = not bool(self.attention_mask.bool().all())
+        self._padding = padding_bias(self.attention_mask, self.dtype) if has_padding else None  # (B,1,1,L)
+        self._full_bias: torch.Tensor | None = None
+        self._buffers: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         if not self.blocked:
-            length = self.attention_mask.shape[1]
-            alibi = alibi_bias(self.slopes, length, length, dtype=self.dtype)  # (H, L, L)
-            self._full_bias = alibi[None] + self._padding  # (B, H, L, L)
+            bias = alibi_bias(self.slopes, length, length, dtype=self.dtype)[None]  # (1, H, L, L)
+            self._full_bias = bias + self._padding if self._padding is not None else bias
+
+    def _block_bias(self, start: int, stop: int, length: int) -> torch.Tensor:
+        """The ``(B or 1, H, stop - start, L)`` bias of one query block, in a reused buffer."""
+        rows = stop - start
+        if rows not in self._buffers or torch.is_grad_enabled():  # autograd keeps each block's mask
+            heads = self.slopes.shape[0]
+            alibi = torch.empty((1, heads, rows, length), dtype=self.dtype, device=self.slopes.device)
+            full = None if self._padding is None else torch.empty(
+                (self._padding.shape[0], heads, rows, length), dtype=self.dtype, device=self.slopes.device
+            )
+            self._buffers[rows] = (alibi, full)
+        alibi, full = self._buffers[rows]
+        device = self.slopes.device
+        positions = torch.arange(length, device=device, dtype=torch.float32)
+        distance = (positions[start:stop, None] - positions[None, :]).abs_().to(self.dtype)  # (rows, L)
+        torch.mul(distance[None, None], -self.slopes.to(self.dtype)[None, :, None, None], out=alibi)
+        if full is None:
+            return alibi
+        return torch.add(alibi, self._padding, out=full)
 
     def __call__(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """``query/key/value``: ``(B, H, L, D)``; returns ``(B, H, L, D)``."""
@@ -160,17 +187,14 @@ class PaddedAttention:
                 query, key, value, attn_mask=self._full_bias, dropout_p=self.dropout
             )
         length = query.shape[2]
-        outputs = []
+        output = torch.empty_like(query)
         for start in range(0, length, self.block_size):
             stop = min(start + self.block_size, length)
-            bias = alibi_bias(self.slopes, stop - start, length, query_offset=start, dtype=self.dtype)
-            outputs.append(
-                F.scaled_dot_product_attention(
-                    query[:, :, start:stop], key, value, attn_mask=bias[None] + self._padding,
-                    dropout_p=self.dropout,
-                )
+            output[:, :, start:stop] = F.scaled_dot_product_attention(
+                query[:, :, start:stop], key, value, attn_mask=self._block_bias(start, stop, length),
+                dropout_p=self.dropout,
             )
-        return torch.cat(outputs, dim=2)
+        return output
 
 
 @dataclass

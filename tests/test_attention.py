@@ -117,7 +117,7 @@ def test_model_trained_at_512_tokens_runs_at_8192():
     model = MedeirForMaskedLM(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
-    for step in range(12):  # a learnable pattern: each token is its left neighbour + 7 (mod 50)
+    for _ in range(12):  # a learnable pattern: each token is its left neighbour + 7 (mod 50)
         ids = 5 + (torch.arange(512)[None, :] * 7 + torch.randint(0, 50, (2, 1))) % 50
         labels = torch.full_like(ids, -100)
         masked = torch.rand(ids.shape) < 0.3

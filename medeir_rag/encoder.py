@@ -1,0 +1,128 @@
+"""``MedeirEncoder``: a saved medeir sentence-transformers directory, ready to embed.
+
+Why not just ``SentenceTransformer``: the directory *is* a standard ST model (and loads as
+one), but ``medeir_rag.encode`` batches by token budget and handles over-long inputs
+explicitly, which is faster and safer. This class reads the same files (prompts,
+window, pooling, normalisation) so both paths give the same embeddings.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import PreTrainedTokenizerFast
+
+from medeir_rag.encode import OverlongPolicy, encode
+from medeir_rag.model_files import check_transformer_dir, read_json, resolve_model_path
+from medeir_rag.modeling import MedeirModel
+
+DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus", "text")
+
+
+def default_device() -> str:
+    """``cuda`` when a GPU is visible, else ``cpu``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class MedeirEncoder:
+    """Embeds queries and documents with a medeir model directory.
+
+    Args:
+        model_name_or_path: a sentence-transformers directory, a hub id, or ``None`` for the
+            model bundled with the package.
+        device: ``"cpu"``, ``"cuda"``, ...; defaults to CUDA when available.
+        dtype: ``"float32"`` (default), ``"float16"`` or ``"bfloat16"``; half precision runs
+            under autocast and is meant for GPUs.
+        truncate_dim: Matryoshka dimension for every call (overridable per call).
+        overlong: policy for inputs over the window: ``"error"``, ``"truncate"``, ``"chunk"``.
+        batch_tokens: padded tokens per forward pass.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike[str] | None = None,
+        *,
+        device: str | None = None,
+        dtype: str = "float32",
+        truncate_dim: int | None = None,
+        overlong: OverlongPolicy = "truncate",
+        batch_tokens: int = 16384,
+    ) -> None:
+        self.path = resolve_model_path(model_name_or_path)
+        modules = read_json(self.path / "modules.json")
+        transformer_dir = self.path / next(m["path"] for m in modules if m["type"].endswith("Transformer"))
+        check_transformer_dir(transformer_dir)
+        st_config = read_json(self.path / "config_sentence_transformers.json")
+        self.prompts: dict[str, str] = dict(st_config.get("prompts") or {})
+        bert_config_file = transformer_dir / "sentence_bert_config.json"
+        window = read_json(bert_config_file).get("max_seq_length") if bert_config_file.is_file() else None
+        self.normalize = any(m["type"].endswith("Normalize") for m in modules)
+        pooling_dirs = [self.path / m["path"] for m in modules if m["type"].endswith("Pooling")]
+        if pooling_dirs:
+            pooling = read_json(pooling_dirs[0] / "config.json")
+            is_mean = pooling.get("pooling_mode") == "mean" or pooling.get("pooling_mode_mean_tokens", False)
+            if not is_mean or not pooling.get("include_prompt", True):
+                raise ValueError(f"{pooling_dirs[0] / 'config.json'}: only mean pooling over all tokens is supported")
+
+        self.device = torch.device(device or default_device())
+        self.autocast_dtype = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(transformer_dir))
+        self.model = MedeirModel.from_pretrained(str(transformer_dir), use_safetensors=True).to(self.device).eval()
+        # ST omits max_seq_length when it equals the tokenizer's model_max_length
+        window = window or self.tokenizer.model_max_length
+        self.max_length = min(window, self.model.config.max_position_embeddings)
+        self.truncate_dim = truncate_dim
+        self.overlong: OverlongPolicy = overlong
+        self.batch_tokens = batch_tokens
+
+    @property
+    def embedding_dimension(self) -> int:
+        """Size of the returned vectors (after ``truncate_dim``)."""
+        return self.truncate_dim or self.model.config.hidden_size
+
+    @property
+    def document_prompt(self) -> str:
+        """The saved document prompt (``document``, else ``passage``/``corpus``/``text``)."""
+        return next((self.prompts[n] for n in DOCUMENT_PROMPT_NAMES if n in self.prompts), "")
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        truncate_dim: int | None = None,
+        normalize: bool | None = None,
+        overlong: OverlongPolicy | None = None,
+        show_progress: bool | None = None,
+    ) -> np.ndarray:
+        """Embed texts; ``prompt_name`` picks a saved prompt, ``prompt`` gives one literally."""
+        if prompt is None:
+            if prompt_name is not None and prompt_name not in self.prompts:
+                raise KeyError(f"no prompt named {prompt_name!r}; saved prompts: {sorted(self.prompts)}")
+            prompt = self.prompts.get(prompt_name, "") if prompt_name else ""
+        return encode(
+            self.model, self.tokenizer, texts, prompt=prompt, max_length=self.max_length,
+            batch_tokens=self.batch_tokens, normalize=self.normalize if normalize is None else normalize,
+            truncate_dim=truncate_dim or self.truncate_dim, overlong=overlong or self.overlong,
+            autocast_dtype=self.autocast_dtype, show_progress=show_progress,
+        )
+
+    def encode_query(self, texts: str | Sequence[str], **kwargs) -> np.ndarray:
+        """Embed search queries with the ``query`` prompt."""
+        return self.encode(texts, prompt=self.prompts.get("query", ""), **kwargs)
+
+    def encode_document(self, texts: str | Sequence[str], **kwargs) -> np.ndarray:
+        """Embed passages/documents with the document prompt."""
+        return self.encode(texts, prompt=self.document_prompt, **kwargs)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` as the model sees it (special tokens included, no prompt)."""
+        return len(self.tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])
+
+    def __repr__(self) -> str:
+        return f"MedeirEncoder(path={str(self.path)!r}, device={str(self.device)!r}, dim={self.embedding_dimension})"
+
