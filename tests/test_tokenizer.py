@@ -16,8 +16,6 @@ import json
 from pathlib import Path
 
 import pytest
-from medeir_rag.training import text_sources, tokenizer_report
-from medeir_rag.training import tokenizer as tokenizer_stage
 from transformers import AutoTokenizer
 
 from medeir_rag.tokenization import (
@@ -32,6 +30,8 @@ from medeir_rag.tokenization import (
     pieces_per_word,
     train_wordpiece,
 )
+from medeir_rag.training import text_sources, tokenizer_report
+from medeir_rag.training import tokenizer as tokenizer_stage
 
 CORPUS = [
     "Metformin lowers hepatic glucose production in patients with type 2 diabetes mellitus.",

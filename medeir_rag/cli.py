@@ -1,0 +1,93 @@
+"""The ``medeir`` command: one entry point, one subcommand per job.
+
+Each subcommand lives in its own module with ``main(argv) -> int`` (and is also runnable
+as ``python -m <module>``, so ``torchrun -m medeir_rag.training.pretrain`` works). This
+file only dispatches, importing the module on demand: ``medeir info`` must not pay for
+importing training or evaluation code, and a missing optional extra gives an install hint
+instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import platform
+import sys
+from collections.abc import Sequence
+
+# name -> (module, extra that provides its dependencies, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str | None, str]] = {
+    "info": ("medeir_rag.cli", None, "versions, devices, bundled model and attention backends"),
+    "train-tokenizer": ("medeir_rag.training.tokenizer", None, "train the medical WordPiece tokenizer"),
+    "tokenizer-report": ("medeir_rag.training.tokenizer_report", None, "pieces per word vs bert-base-uncased"),
+    "prepare-corpus": ("medeir_rag.training.corpus", "train", "JSONL/text/PubMed XML -> sharded corpus"),
+    "pretrain": ("medeir_rag.training.pretrain", "train", "masked-language-model pretraining"),
+    "finetune": ("medeir_rag.training.finetune", "train", "contrastive fine-tuning of the embedder"),
+    "train-reranker": ("medeir_rag.training.reranker", "train", "cross-encoder reranker training"),
+    "evaluate": ("medeir_rag.evaluate", "eval", "mteb retrieval benchmark with baselines"),
+    "analyze": ("medeir_rag.embedding_space", "eval", "embedding-space analysis and plots"),
+    "index": ("medeir_rag.indexing", "qdrant", "index documents into Qdrant"),
+    "query": ("medeir_rag.querying", "qdrant", "search an index"),
+}
+
+
+def info(argv: Sequence[str] | None = None) -> int:
+    """Print what a bug report needs: versions, device, bundled model, attention backends."""
+    argparse.ArgumentParser(prog="medeir info", description=SUBCOMMANDS["info"][2]).parse_args(argv)
+    import torch
+    import transformers
+
+    import medeir_rag
+    from medeir_rag.attention import flash_attn_available, triton_available
+    from medeir_rag.model_files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME, bundled_model_path
+
+    rows = [
+        ("medeir_rag", medeir_rag.__version__),
+        ("python", platform.python_version()),
+        ("torch", torch.__version__),
+        ("transformers", transformers.__version__),
+        ("cuda", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available"),
+        ("flash-attn", "installed" if flash_attn_available() else "not installed"),
+        ("triton (FlexAttention)", "installed" if triton_available() else "not installed"),
+    ]
+    try:
+        import sentence_transformers
+
+        rows.append(("sentence-transformers", sentence_transformers.__version__))
+    except ImportError:
+        rows.append(("sentence-transformers", "not installed"))
+    for name in (DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME):
+        path = bundled_model_path(name)
+        rows.append((f"bundled {name}", str(path) if path.is_dir() else "not installed"))
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: medeir <command> [options]\n\ncommands:")
+        for name, (_, _, help_text) in SUBCOMMANDS.items():
+            print(f"  {name:<18} {help_text}")
+        print("\nrun `medeir <command> --help` for the options of one command")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"medeir: unknown command {name!r}; run `medeir --help`", file=sys.stderr)
+        return 2
+    if name == "info":
+        return info(rest)
+    module_name, extra, _ = SUBCOMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        hint = f"; install it with: pip install 'medeir_rag[{extra}]'" if extra else ""
+        print(f"medeir {name}: cannot import {module_name} ({error}){hint}", file=sys.stderr)
+        return 1
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
