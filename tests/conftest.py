@@ -52,3 +52,14 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer, tiny_config) -> Path:
     torch.manual_seed(0)
     model = MedeirModel(tiny_config)
     return save_sentence_transformer(model, tiny_tokenizer, tmp_path_factory.mktemp("tiny-st"))
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker_dir(tmp_path_factory, tiny_tokenizer, tiny_config) -> Path:
+    """A randomly initialised tiny cross-encoder (``num_labels=1``) saved as a CrossEncoder directory."""
+    from medeir_rag import MedeirConfig, MedeirForSequenceClassification
+    from medeir_rag.export import save_cross_encoder
+
+    torch.manual_seed(0)
+    model = MedeirForSequenceClassification(MedeirConfig(**{**tiny_config.to_dict(), "num_labels": 1}))
+    return save_cross_encoder(model, tiny_tokenizer, tmp_path_factory.mktemp("tiny-ce"))

@@ -16,7 +16,7 @@ from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceCl
 
 from medeir_rag import MedeirConfig, MedeirForMaskedLM, MedeirForSequenceClassification, MedeirModel
 from medeir_rag.encoder import MedeirEncoder
-from medeir_rag.export import DEFAULT_PROMPTS, save_cross_encoder
+from medeir_rag.export import DEFAULT_PROMPTS
 from medeir_rag.model_files import ModelFileError
 
 TEXTS = ["Metformin lowers blood glucose.", "Asthma is treated with inhaled corticosteroids.", ""]
@@ -95,13 +95,10 @@ def test_encoder_matches_sentence_transformers(tiny_model_dir):
     assert reference.encode_document(TEXTS[:1]).shape == (1, 64)
 
 
-def test_cross_encoder_loads_without_remote_code(tmp_path, tiny_tokenizer, tiny_config):
+def test_cross_encoder_loads_without_remote_code(tiny_reranker_dir):
     from sentence_transformers import CrossEncoder
 
-    torch.manual_seed(0)
-    model = MedeirForSequenceClassification(MedeirConfig(**{**tiny_config.to_dict(), "num_labels": 1}))
-    save_cross_encoder(model, tiny_tokenizer, tmp_path / "reranker")
-    reranker = CrossEncoder(str(tmp_path / "reranker"), trust_remote_code=False, device="cpu")
+    reranker = CrossEncoder(str(tiny_reranker_dir), trust_remote_code=False, device="cpu")
     assert type(reranker.model).__name__ == "MedeirForSequenceClassification"
     scores = reranker.predict([("metformin", TEXTS[0]), ("metformin", TEXTS[1])])
     assert scores.shape == (2,)
