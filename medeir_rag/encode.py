@@ -4,8 +4,9 @@ Design choices:
 - Tokenise everything once (the Rust tokenizer parallelises a whole list), then sort by
   token length and cut batches by a *token budget* (``batch_tokens`` = batch x padded
   length), not a fixed batch size: short texts go in big batches, long ones in small
-  batches, and padding stays near zero. This is where the speed over
-  ``SentenceTransformer.encode`` (fixed batches, character-length sort) comes from.
+  batches, and padding stays near zero. A second, quadratic budget keeps each batch's
+  ALiBi bias small enough for the full-speed attention backend. This is where the speed
+  over ``SentenceTransformer.encode`` (fixed batches, character-length sort) comes from.
 - ``torch.inference_mode``; optional fp16/bf16 autocast on GPU.
 - Mean pooling, then Matryoshka ``truncate_dim`` (truncate *then* normalise, so a
   truncated vector is still unit length), then L2 normalisation.
@@ -53,14 +54,26 @@ def validate_texts(texts: object) -> tuple[list[str], bool]:
     return texts, False
 
 
-def _batches_by_token_budget(lengths: Sequence[int], batch_tokens: int, max_batch_size: int) -> list[list[int]]:
-    """Group indices (sorted longest first) so that ``len(batch) * longest <= batch_tokens``."""
+def _batches_by_token_budget(
+    lengths: Sequence[int], batch_tokens: int, max_batch_size: int, max_attention_elements: int | None = None
+) -> list[list[int]]:
+    """Group indices (sorted longest first) so that ``len(batch) * longest <= batch_tokens``
+    and, when given, ``len(batch) * longest**2 <= max_attention_elements``.
+
+    The second bound keeps a batch's attention bias (``batch * heads * L**2``) under the
+    size at which the model would switch to the slower memory-bounded backend: long texts
+    then run as small full-speed batches instead of one big blocked batch.
+    """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     current: list[int] = []
     for index in order:
         longest = lengths[current[0]] if current else lengths[index]
-        if current and ((len(current) + 1) * longest > batch_tokens or len(current) >= max_batch_size):
+        size = len(current) + 1
+        full = size * longest > batch_tokens or len(current) >= max_batch_size
+        if max_attention_elements is not None:
+            full = full or size * longest * longest > max_attention_elements
+        if current and full:
             batches.append(current)
             current = []
         current.append(index)
@@ -158,7 +171,8 @@ def encode(
     token_ids = tokenizer([prompt + text for text in texts], add_special_tokens=True, verbose=False)["input_ids"]
     sequences, owner = _fit_to_window(token_ids, window, overlong, tokenizer.cls_token_id, tokenizer.sep_token_id)
     lengths = [len(ids) for ids in sequences]
-    batches = _batches_by_token_budget(lengths, max(batch_tokens, window), max_batch_size)
+    attention_budget = model.config.blocked_attention_threshold // model.config.num_attention_heads
+    batches = _batches_by_token_budget(lengths, max(batch_tokens, window), max_batch_size, attention_budget)
 
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id

@@ -54,6 +54,9 @@ def test_token_budget_batches_cover_every_index_once():
     for batch in batches:
         assert len(batch) * max(lengths[i] for i in batch) <= 100
         assert lengths[batch[0]] == max(lengths[i] for i in batch)
+    quadratic = _batches_by_token_budget(lengths, batch_tokens=10_000, max_batch_size=8, max_attention_elements=5000)
+    for batch in quadratic:
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) ** 2 <= 5000
 
 
 def test_truncate_dim_truncates_then_normalises(encoder):
