@@ -54,7 +54,13 @@ def resolve_model_path(name_or_path: str | os.PathLike[str] | None, *, default: 
         raise FileNotFoundError(f"model directory {path} does not exist")
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.txt", "*/*.json"]))
+    try:
+        return Path(snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.txt", "*/*.json"]))
+    except Exception as error:  # offline, unknown repo, no network: all mean "not available here"
+        raise FileNotFoundError(
+            f"{text!r} is neither a local directory nor a hub model available here ({type(error).__name__}); "
+            "with HF_HUB_OFFLINE=1 only models already in the local hub cache can be used"
+        ) from error
 
 
 def read_json(path: Path) -> dict | list:

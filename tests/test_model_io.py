@@ -159,3 +159,9 @@ def test_wrong_model_type_is_rejected(model_copy):
 def test_missing_directory_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         MedeirEncoder(tmp_path / "nowhere")
+
+
+def test_hub_id_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="neither a local directory nor a hub model"):
+        MedeirEncoder("medeir-org/not-in-the-local-cache")
