@@ -1,0 +1,124 @@
+"""Haystack question answering over PubMed abstracts with medeir: split, embed, store, retrieve, rerank.
+
+Two pipelines, both offline: indexing (MedeirDocumentSplitter -> MedeirDocumentEmbedder ->
+DocumentWriter into an embedded QdrantDocumentStore) and querying (MedeirTextEmbedder ->
+QdrantEmbeddingRetriever -> MedeirSimilarityRanker -> PromptBuilder). No LLM is called: the
+script prints the ranked evidence and the prompt a generator would receive; connect any
+Haystack chat generator to `prompt_builder.prompt` to get an answer. The query pipeline is
+serialised to YAML and loaded back, as a deployment would do.
+
+    python examples/haystack_pubmed_qa.py                                  # 200 abstracts, bundled models
+    python examples/haystack_pubmed_qa.py ../shared/data/pretrain/pubmed_abstracts_bionlp.jsonl.gz \
+        --limit 1000 --model out/medeir-st --reranker out/medeir-reranker --question "Does naloxone block clonidine?"
+"""
+
+# %%
+import argparse
+import itertools
+import sys
+
+from haystack import Document, Pipeline
+from haystack.components.builders import PromptBuilder
+from haystack.components.writers import DocumentWriter
+from haystack_integrations.components.retrievers.qdrant import QdrantEmbeddingRetriever
+from haystack_integrations.document_stores.qdrant import QdrantDocumentStore
+
+from medeir_rag.documents import read_documents
+from medeir_rag.integrations.haystack import (
+    MedeirDocumentEmbedder,
+    MedeirDocumentSplitter,
+    MedeirSimilarityRanker,
+    MedeirTextEmbedder,
+)
+from medeir_rag.model_files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME
+
+DEFAULT_DATA = "../shared/data/pretrain/pubmed_abstracts_bionlp.jsonl.gz"
+DEFAULT_QUESTION = "Does naloxone reverse the blood pressure effect of clonidine?"
+TEMPLATE = """Answer the question using only these PubMed abstracts; cite PMIDs.
+{% for doc in documents %}
+[PMID {{ doc.meta.pmid }}] {{ doc.meta.title }}
+{{ doc.content }}
+{% endfor %}
+Question: {{ question }}
+Answer:"""
+
+
+# %%
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Haystack QA over PubMed abstracts with medeir.")
+    parser.add_argument("path", nargs="?", default=DEFAULT_DATA, help=f"PubMed data (default: {DEFAULT_DATA})")
+    parser.add_argument("--limit", type=int, default=200, help="abstracts to index (default: 200)")
+    parser.add_argument("--model", default=DEFAULT_MODEL_NAME, help="medeir sentence-transformers directory (default: bundled)")
+    parser.add_argument("--reranker", default=DEFAULT_RERANKER_NAME, help="medeir cross-encoder directory (default: bundled)")
+    parser.add_argument("--split-length", type=int, default=None, help="tokens per chunk (default: the model window)")
+    parser.add_argument("--qdrant-path", default=None, help="embedded Qdrant folder (default: in memory)")
+    parser.add_argument("--question", default=DEFAULT_QUESTION, help="the question")
+    parser.add_argument("--top-k", type=int, default=3, help="passages kept after reranking (default: 3)")
+    return parser
+
+
+# %%
+def load_documents(path: str, limit: int) -> list[Document]:
+    """PubMed records as Haystack Documents with `title` and `pmid` metadata."""
+    return [
+        Document(content=r.text, meta={"title": r.title, "pmid": r.meta.get("pmid", r.id)})
+        for r in itertools.islice(read_documents(path), limit)
+        if r.text.strip()
+    ]
+
+
+# %%
+def build_pipelines(args: argparse.Namespace) -> tuple[Pipeline, Pipeline]:
+    doc_embedder = MedeirDocumentEmbedder(model=args.model, meta_fields_to_embed=["title"], progress_bar=False)
+    location = {"path": args.qdrant_path} if args.qdrant_path else {"location": ":memory:"}
+    store = QdrantDocumentStore(**location, embedding_dim=doc_embedder.embedding_dimension, similarity="cosine",
+                                recreate_index=True, progress_bar=False)
+
+    indexing = Pipeline()
+    indexing.add_component("splitter", MedeirDocumentSplitter(model=args.model, split_length=args.split_length,
+                                                              meta_fields_to_embed=["title"]))
+    indexing.add_component("embedder", doc_embedder)
+    indexing.add_component("writer", DocumentWriter(document_store=store))
+    indexing.connect("splitter.documents", "embedder.documents")
+    indexing.connect("embedder.documents", "writer.documents")
+
+    querying = Pipeline()
+    querying.add_component("embedder", MedeirTextEmbedder(model=args.model, progress_bar=False))
+    querying.add_component("retriever", QdrantEmbeddingRetriever(document_store=store, top_k=max(4 * args.top_k, 10)))
+    querying.add_component("ranker", MedeirSimilarityRanker(model=args.reranker, top_k=args.top_k,
+                                                            meta_fields_to_embed=["title"]))
+    querying.add_component("prompt_builder", PromptBuilder(template=TEMPLATE, required_variables=["question", "documents"]))
+    querying.connect("embedder.embedding", "retriever.query_embedding")
+    querying.connect("retriever.documents", "ranker.documents")
+    querying.connect("ranker.documents", "prompt_builder.documents")
+    return indexing, querying
+
+
+# %%
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args([] if "ipykernel" in sys.modules else argv)
+    documents = load_documents(args.path, args.limit)
+    indexing, querying = build_pipelines(args)
+    written = indexing.run({"splitter": {"documents": documents}})["writer"]["documents_written"]
+    print(f"{len(documents)} abstracts from {args.path} -> {written} chunks in Qdrant")
+
+    # Pipelines serialise to YAML and load back; medeir components must be allowed explicitly.
+    # (The loaded copy is not run here: an embedded Qdrant store allows one open client at a time.)
+    yaml_text = querying.dumps()
+    Pipeline.loads(yaml_text, allowed_modules=["medeir_rag.integrations.haystack"])
+
+    question = args.question
+    result = querying.run(
+        {"embedder": {"text": question}, "ranker": {"query": question}, "prompt_builder": {"question": question}},
+        include_outputs_from={"ranker"},
+    )
+    print(f"\nQ: {question}")
+    for rank, doc in enumerate(result["ranker"]["documents"], start=1):
+        print(f"{rank}. [{doc.score:.3f}] PMID {doc.meta['pmid']}: {doc.meta['title']}")
+    print("\nPrompt for a generator:\n" + result["prompt_builder"]["prompt"][:1200])
+    return {"documents": result["ranker"]["documents"], "prompt": result["prompt_builder"]["prompt"], "yaml": yaml_text}
+
+
+# %%
+if __name__ == "__main__":
+    main()

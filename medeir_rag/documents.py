@@ -1,0 +1,256 @@
+"""Reading documents to index: JSON lines, plain text, PubMed XML, folders of them.
+
+Design choices:
+
+- **Streaming.** Every reader is a generator (PubMed XML is parsed with ``iterparse`` and
+  each article is freed once read), so a 300 MB NCBI baseline file never sits in memory.
+- **Stable ids.** A record's id comes from ``id``, ``_id``, ``doc_id`` or ``pmid`` (PubMed:
+  ``pmid:<PMID>``, as in the shared data files); a text file's id is its path relative to
+  the folder given. A JSON record without any id gets ``sha1:<hash of title and text>``,
+  so re-reading the same file gives the same ids and re-indexing is idempotent.
+- **Strict UTF-8 by default.** Bytes that are not UTF-8 raise ``DocumentReadError`` naming
+  the file and line: medical text with silently replaced characters ("5 µg" becoming
+  "5 �g") is worse than a stop. ``encoding_errors="replace"`` decodes with U+FFFD instead
+  and logs one warning per file. PubMed XML is decoded by the XML parser, which honours
+  the declared encoding and always fails on bad bytes.
+- Empty and whitespace-only documents are yielded as they are: the indexer counts and
+  skips them, so the caller sees how many there were.
+- Supported in a folder (recursively, sorted, hidden files skipped): ``.jsonl``,
+  ``.ndjson``, ``.txt``, ``.md``, ``.xml`` and the same with ``.gz``. A single file with
+  another suffix is read as plain text.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+logger = logging.getLogger(__name__)
+
+EncodingErrors = Literal["strict", "replace"]
+
+SAMPLE_CORPUS = Path(__file__).resolve().parent / "assets" / "sample_corpus.jsonl"
+ID_FIELDS = ("id", "_id", "doc_id", "pmid")
+TEXT_FIELDS = ("text", "abstract", "content", "contents", "body")
+TITLE_FIELDS = ("title",)
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+TEXT_SUFFIXES = (".txt", ".md", ".text")
+XML_SUFFIXES = (".xml",)
+FOLDER_SUFFIXES = tuple(s + gz for s in JSONL_SUFFIXES + TEXT_SUFFIXES + XML_SUFFIXES for gz in ("", ".gz"))
+
+
+class DocumentReadError(ValueError):
+    """A document file exists but cannot be read (bad encoding, bad JSON, bad XML)."""
+
+
+@dataclass
+class SourceDocument:
+    """A document before chunking. ``meta`` holds the record's other JSON fields."""
+
+    id: str
+    text: str
+    title: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+
+def content_id(title: str, text: str) -> str:
+    """``sha1:<16 hex>`` of title and text: the id of a record that has none."""
+    return "sha1:" + hashlib.sha1(f"{title}\x00{text}".encode()).hexdigest()[:16]
+
+
+def _suffix(path: Path) -> str:
+    """``.jsonl.gz`` for ``a.jsonl.gz``, ``.txt`` for ``a.txt``."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if len(suffixes) >= 2 and suffixes[-1] == ".gz":
+        return suffixes[-2] + ".gz"
+    return suffixes[-1] if suffixes else ""
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _decode(data: bytes, path: Path, where: str, errors: EncodingErrors, warned: list[bool]) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if errors == "strict":
+            raise DocumentReadError(
+                f"{path}: {where} is not valid UTF-8 (byte {data[error.start]:#04x} at offset {error.start}); "
+                "convert the file to UTF-8, or pass --encoding-errors replace to index it with "
+                "U+FFFD replacement characters"
+            ) from None
+        if not warned[0]:
+            logger.warning("%s is not valid UTF-8 (first at %s); undecodable bytes were replaced by U+FFFD", path, where)
+            warned[0] = True
+        return data.decode("utf-8", errors="replace")
+
+
+# ----------------------------------------------------------------------------
+# Readers
+
+
+def _first(record: dict[str, Any], names: tuple[str, ...]) -> tuple[str | None, Any]:
+    """``(field name, value)`` of the first non-empty field among ``names``."""
+    return next(((n, record[n]) for n in names if record.get(n) not in (None, "")), (None, None))
+
+
+def record_to_document(record: dict[str, Any], source: str = "") -> SourceDocument:
+    """A JSON object (``title``/``text``/``id`` or the BEIR ``_id``) as a ``SourceDocument``."""
+    title_field, title = _first(record, TITLE_FIELDS)
+    text_field, text = _first(record, TEXT_FIELDS)
+    title = title or ""
+    text = "" if text is None else text
+    if not isinstance(text, str) or not isinstance(title, str):
+        raise TypeError("text and title must be strings")
+    id_field, raw_id = _first(record, ID_FIELDS)
+    if raw_id is None:
+        doc_id = content_id(title, text)
+    elif id_field == "pmid" and not str(raw_id).startswith("pmid:"):
+        doc_id = f"pmid:{raw_id}"
+    else:
+        doc_id = str(raw_id)
+    used = {title_field, text_field, id_field if id_field != "pmid" else None}
+    meta = {k: v for k, v in record.items() if k not in used}
+    return SourceDocument(id=doc_id, text=text, title=title, meta=meta, source=source)
+
+
+def read_jsonl(path: Path, encoding_errors: EncodingErrors = "strict") -> Iterator[SourceDocument]:
+    """One document per JSON line; blank lines are ignored."""
+    warned = [False]
+    with _open_binary(path) as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            line = _decode(raw, path, f"line {line_number}", encoding_errors, warned).strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DocumentReadError(f"{path}: line {line_number} is not valid JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise DocumentReadError(f"{path}: line {line_number} is a JSON {type(record).__name__}, not an object")
+            try:
+                yield record_to_document(record, source=str(path))
+            except TypeError as error:
+                raise DocumentReadError(f"{path}: line {line_number}: {error}") from None
+
+
+def read_text_file(path: Path, doc_id: str, encoding_errors: EncodingErrors = "strict") -> SourceDocument:
+    """A whole file as one document; the title is the file name without suffixes."""
+    with _open_binary(path) as handle:
+        text = _decode(handle.read(), path, "the file", encoding_errors, [False])
+    title = path.name.split(".")[0].replace("_", " ").strip()
+    return SourceDocument(id=doc_id, text=text, title=title, meta={"path": doc_id}, source=str(path))
+
+
+def _text(element: ET.Element | None) -> str:
+    """All text inside an element (``<i>``, ``<sup>`` ... included), whitespace collapsed."""
+    return " ".join("".join(element.itertext()).split()) if element is not None else ""
+
+
+def read_pubmed_xml(path: Path) -> Iterator[SourceDocument]:
+    """``PubmedArticle`` records of an NCBI PubMed/MEDLINE XML file (baseline or update files).
+
+    Title is ``ArticleTitle``; text is the ``AbstractText`` parts, each structured part
+    prefixed with its ``Label`` ("BACKGROUND: ..."). Id ``pmid:<PMID>``; meta holds
+    ``pmid``, ``journal`` and ``year``.
+    """
+    try:
+        with _open_binary(path) as handle:
+            for _, element in ET.iterparse(handle, events=("end",)):
+                if element.tag != "PubmedArticle":
+                    continue
+                citation = element.find("MedlineCitation")
+                pmid = _text(citation.find("PMID")) if citation is not None else ""
+                article = citation.find("Article") if citation is not None else None
+                title = _text(article.find("ArticleTitle")) if article is not None else ""
+                parts = []
+                for part in article.iterfind("Abstract/AbstractText") if article is not None else ():
+                    label, body = part.get("Label"), _text(part)
+                    parts.append(f"{label}: {body}" if label and body else body)
+                journal = _text(article.find("Journal/Title")) if article is not None else ""
+                year = _text(article.find("Journal/JournalIssue/PubDate/Year")) if article is not None else ""
+                element.clear()
+                if not pmid:
+                    continue
+                meta = {"pmid": pmid, **({"journal": journal} if journal else {}), **({"year": year} if year else {})}
+                yield SourceDocument(
+                    id=f"pmid:{pmid}", text="\n".join(p for p in parts if p), title=title, meta=meta, source=str(path)
+                )
+    except ET.ParseError as error:
+        raise DocumentReadError(f"{path}: not well-formed XML ({error})") from None
+    except (OSError, EOFError) as error:  # truncated gzip
+        raise DocumentReadError(f"{path}: cannot read ({error})") from None
+
+
+# ----------------------------------------------------------------------------
+# Paths
+
+
+def list_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The document files under ``path`` (a file is returned as is).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist, or a folder holds no supported file.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or folder: {path}")
+    if path.is_file():
+        return [path]
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        and _suffix(p) in FOLDER_SUFFIXES
+    )
+    if not files:
+        raise FileNotFoundError(f"no document files in {path} (looked for {', '.join(FOLDER_SUFFIXES)})")
+    return files
+
+
+def read_documents(
+    path: str | os.PathLike[str], *, encoding_errors: EncodingErrors = "strict"
+) -> Iterator[SourceDocument]:
+    """Every document under ``path``: a JSONL/text/PubMed XML file (optionally gzipped) or a folder."""
+    if encoding_errors not in ("strict", "replace"):
+        raise ValueError(f"encoding_errors must be 'strict' or 'replace', got {encoding_errors!r}")
+    root = Path(path).expanduser()
+    for file in list_files(root):
+        suffix = _suffix(file)
+        if suffix.removesuffix(".gz") in JSONL_SUFFIXES:
+            yield from read_jsonl(file, encoding_errors)
+        elif suffix.removesuffix(".gz") in XML_SUFFIXES:
+            yield from read_pubmed_xml(file)
+        else:
+            doc_id = file.name if file == root else file.relative_to(root).as_posix()
+            yield read_text_file(file, doc_id, encoding_errors)
+
+
+def read_sample_corpus() -> Iterator[SourceDocument]:
+    """The short medical passages shipped with the package (written for it; ids ``sample:*``)."""
+    return read_jsonl(SAMPLE_CORPUS)
+
+
+__all__ = [
+    "SAMPLE_CORPUS",
+    "DocumentReadError",
+    "SourceDocument",
+    "list_files",
+    "read_documents",
+    "read_jsonl",
+    "read_pubmed_xml",
+    "read_sample_corpus",
+    "read_text_file",
+    "record_to_document",
+]

@@ -1,0 +1,63 @@
+"""What both integrations share: a process-wide cache of loaded models.
+
+The Haystack text and document embedders of one pipeline (and LlamaIndex's embed model,
+splitter and reranker) load the same directories; the cache gives them one copy each,
+like sentence-transformers-haystack's backend factory. Per-call options (prompts,
+``truncate_dim``, normalisation, the overlong policy) are never stored on a cached model.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from medeir_rag.chunking import TokenWindow, load_token_window
+from medeir_rag.encoder import MedeirEncoder, default_device
+from medeir_rag.model_files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME, resolve_model_path
+from medeir_rag.rerank import MedeirReranker
+
+_lock = threading.Lock()
+_encoders: dict[tuple[str, str, str], MedeirEncoder] = {}
+_rerankers: dict[tuple[str, str, int | None], MedeirReranker] = {}
+_windows: dict[str, TokenWindow] = {}
+
+
+def _key(model: str | os.PathLike[str] | None, default: str) -> str:
+    return str(resolve_model_path(model, default=default).resolve())
+
+
+def get_encoder(model: str | os.PathLike[str] | None, device: str | None = None, dtype: str = "float32") -> MedeirEncoder:
+    """A shared ``MedeirEncoder`` for ``(model, device, dtype)``; ``None`` is the bundled model."""
+    key = (_key(model, DEFAULT_MODEL_NAME), device or default_device(), dtype)
+    with _lock:
+        if key not in _encoders:
+            _encoders[key] = MedeirEncoder(key[0], device=key[1], dtype=dtype)
+        return _encoders[key]
+
+
+def get_reranker(
+    model: str | os.PathLike[str] | None, device: str | None = None, max_length: int | None = None
+) -> MedeirReranker:
+    """A shared ``MedeirReranker``; ``None`` is the bundled reranker."""
+    key = (_key(model, DEFAULT_RERANKER_NAME), device or default_device(), max_length)
+    with _lock:
+        if key not in _rerankers:
+            _rerankers[key] = MedeirReranker(key[0], device=key[1], max_length=max_length)
+        return _rerankers[key]
+
+
+def get_token_window(model: str | os.PathLike[str] | None) -> TokenWindow:
+    """Tokenizer, window and document prompt of ``model`` (``None``: the shipped tokenizer)."""
+    key = "" if model is None else _key(model, DEFAULT_MODEL_NAME)
+    with _lock:
+        if key not in _windows:
+            _windows[key] = load_token_window(key or None)
+        return _windows[key]
+
+
+def clear_cache() -> None:
+    """Forget every cached model (tests, or to free memory)."""
+    with _lock:
+        _encoders.clear()
+        _rerankers.clear()
+        _windows.clear()

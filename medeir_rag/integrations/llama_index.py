@@ -1,0 +1,364 @@
+"""LlamaIndex components: ``MedeirEmbedding``, ``MedeirTokenWindowSplitter``, ``MedeirRerank``.
+
+Drop-in replacements for ``HuggingFaceEmbedding``, ``SentenceSplitter``/``TokenTextSplitter``
+and ``SentenceTransformerRerank``, with the same parameter names::
+
+    from llama_index.core import Settings, VectorStoreIndex
+    from medeir_rag.integrations.llama_index import MedeirEmbedding, MedeirRerank, MedeirTokenWindowSplitter
+
+    Settings.embed_model = MedeirEmbedding(model_name="path/to/medeir-st")
+    Settings.node_parser = MedeirTokenWindowSplitter(model_name="path/to/medeir-st", chunk_size=2048)
+    index = VectorStoreIndex.from_documents(documents)
+    engine = index.as_query_engine(similarity_top_k=20, node_postprocessors=[MedeirRerank(top_n=5)])
+
+Design choices:
+
+- Models are loaded once per process and shared (``medeir_rag.integrations._shared``); the
+  embed model loads eagerly, like ``HuggingFaceEmbedding``.
+- Instructions are the model's saved prompts unless given: ``query_instruction`` defaults to
+  the ``query`` prompt, ``text_instruction`` to the ``text``/``document`` prompt.
+- Encoding goes through ``medeir_rag.encode`` (token-budget batching, explicit overlong
+  policy: ``"truncate"`` with a logged warning by default).
+- The splitter counts the node's metadata string (the longer of its EMBED and LLM forms, as
+  ``SentenceSplitter`` does) against ``chunk_size``, and ``chunk_size`` itself must fit the
+  model window together with the document prompt, so an embedded node is never truncated.
+  ``start_char_idx``/``end_char_idx`` are the exact offsets of the cut, not a ``str.find``.
+"""
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+try:
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+    from llama_index.core.bridge.pydantic import Field, PrivateAttr
+    from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
+    from llama_index.core.instrumentation import get_dispatcher
+    from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+    from llama_index.core.node_parser.interface import MetadataAwareTextSplitter
+    from llama_index.core.node_parser.node_utils import build_nodes_from_splits
+    from llama_index.core.postprocessor.types import BaseNodePostprocessor
+    from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
+    from llama_index.core.utils import get_tqdm_iterable
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"llama-index-core is not installed ({error}); install it with: pip install 'medeir_rag[llamaindex]'"
+    ) from error
+
+from medeir_rag.chunking import DEFAULT_BOUNDARY_FRACTION, Chunk, chunk_text, count_tokens
+from medeir_rag.encode import OVERLONG_POLICIES, encode
+from medeir_rag.integrations._shared import get_encoder, get_reranker, get_token_window
+from medeir_rag.model_files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME
+
+logger = logging.getLogger(__name__)
+dispatcher = get_dispatcher(__name__)
+
+DEFAULT_EMBED_BATCH_SIZE = 64
+SMALL_CHUNK_WARNING = 50
+
+
+# ----------------------------------------------------------------------------
+# Embedding
+
+
+class MedeirEmbedding(BaseEmbedding):
+    """medeir embeddings for LlamaIndex (parameters as in ``HuggingFaceEmbedding``).
+
+    Args:
+        model_name: a medeir sentence-transformers directory or hub id; ``None`` is the
+            model bundled with the package.
+        max_length: window in tokens (special tokens included); default the model's (8,192).
+        query_instruction: prepended to queries; default the model's ``query`` prompt.
+        text_instruction: prepended to documents; default its ``text``/``document`` prompt.
+        normalize: L2-normalise (after ``truncate_dim``).
+        embed_batch_size: texts per call (the encoder batches by tokens inside a call).
+        device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
+        show_progress_bar: progress bar inside each call.
+        truncate_dim: Matryoshka dimension.
+        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"`` (half precision is for GPUs).
+        overlong: inputs over the window: ``"truncate"`` (warns), ``"chunk"`` or ``"error"``.
+    """
+
+    model_name: str = Field(default=DEFAULT_MODEL_NAME, description="medeir model directory or hub id.")
+    max_length: int | None = Field(default=None, gt=2, description="Window in tokens; None: the model's.")
+    query_instruction: str | None = Field(default=None, description="Prefix for queries.")
+    text_instruction: str | None = Field(default=None, description="Prefix for documents.")
+    normalize: bool = Field(default=True, description="L2-normalise embeddings.")
+    truncate_dim: int | None = Field(default=None, gt=0, description="Matryoshka dimension.")
+    device: str = Field(default="cpu", description="Torch device.")
+    dtype: str = Field(default="float32", description="float32, float16 or bfloat16.")
+    show_progress_bar: bool = Field(default=False, description="Show a progress bar.")
+    overlong: str = Field(default="truncate", description="truncate, chunk or error.")
+    _encoder: Any = PrivateAttr()
+
+    def __init__(
+        self,
+        model_name: str | None = None,
+        max_length: int | None = None,
+        query_instruction: str | None = None,
+        text_instruction: str | None = None,
+        normalize: bool = True,
+        embed_batch_size: int = DEFAULT_EMBED_BATCH_SIZE,
+        device: str | None = None,
+        callback_manager: CallbackManager | None = None,
+        show_progress_bar: bool = False,
+        truncate_dim: int | None = None,
+        dtype: str = "float32",
+        overlong: str = "truncate",
+        **kwargs: Any,
+    ) -> None:
+        if overlong not in OVERLONG_POLICIES:
+            raise ValueError(f"overlong must be one of {OVERLONG_POLICIES}, got {overlong!r}")
+        encoder = get_encoder(model_name, device, dtype)
+        hidden = encoder.model.config.hidden_size
+        if truncate_dim is not None and not 0 < truncate_dim <= hidden:
+            raise ValueError(f"truncate_dim must be in 1..{hidden}, got {truncate_dim}")
+        if query_instruction is None:
+            query_instruction = encoder.prompts.get("query", "")
+        if text_instruction is None:
+            text_instruction = encoder.prompts.get("text", encoder.document_prompt)
+        super().__init__(
+            model_name=str(model_name) if model_name is not None else DEFAULT_MODEL_NAME,
+            max_length=max_length,
+            query_instruction=query_instruction,
+            text_instruction=text_instruction,
+            normalize=normalize,
+            embed_batch_size=embed_batch_size,
+            device=str(encoder.device),
+            dtype=dtype,
+            callback_manager=callback_manager,
+            show_progress_bar=show_progress_bar,
+            truncate_dim=truncate_dim,
+            overlong=overlong,
+            **kwargs,
+        )
+        self._encoder = encoder
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "MedeirEmbedding"
+
+    @property
+    def embedding_dimension(self) -> int:
+        return self.truncate_dim or self._encoder.model.config.hidden_size
+
+    def _embed(self, texts: list[str], instruction: str | None) -> list[list[float]]:
+        encoder = self._encoder
+        window = min(self.max_length or encoder.max_length, encoder.max_length)
+        vectors = encode(
+            encoder.model, encoder.tokenizer, list(texts), prompt=instruction or "", max_length=window,
+            batch_tokens=encoder.batch_tokens, normalize=self.normalize, truncate_dim=self.truncate_dim,
+            overlong=self.overlong, autocast_dtype=encoder.autocast_dtype, show_progress=self.show_progress_bar,
+        )
+        return vectors.tolist()
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._embed([query], self.query_instruction)[0]
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._embed([text], self.text_instruction)[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self._embed(texts, self.text_instruction)
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return await asyncio.to_thread(self._get_query_embedding, query)
+
+    async def _aget_text_embedding(self, text: str) -> list[float]:
+        return await asyncio.to_thread(self._get_text_embedding, text)
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self._get_text_embeddings, texts)
+
+
+# ----------------------------------------------------------------------------
+# Splitter
+
+
+class MedeirTokenWindowSplitter(MetadataAwareTextSplitter):
+    """Cuts text into windows of the medical tokenizer's tokens, up to the model's long window.
+
+    Args:
+        chunk_size: tokens per chunk *including* the node's metadata string; ``None`` is the
+            whole window (8,192 minus special tokens minus the document prompt).
+        chunk_overlap: tokens repeated at the start of the next chunk.
+        model_name: the model whose tokenizer, window and prompt apply; ``None`` uses the
+            tokenizer shipped with the package and the 8,192-token window.
+        boundary_fraction: look back this share of a window for a paragraph or sentence end.
+        include_metadata, include_prev_next_rel, id_func, callback_manager: as in
+            ``SentenceSplitter``.
+    """
+
+    chunk_size: int = Field(description="Tokens per chunk, metadata string included.", gt=0)
+    chunk_overlap: int = Field(default=0, description="Tokens shared by consecutive chunks.", ge=0)
+    model_name: str | None = Field(default=None, description="Model whose tokenizer and window apply.")
+    boundary_fraction: float = Field(default=DEFAULT_BOUNDARY_FRACTION, ge=0, lt=1)
+    _window: Any = PrivateAttr()
+
+    def __init__(
+        self,
+        chunk_size: int | None = None,
+        chunk_overlap: int = 0,
+        model_name: str | None = None,
+        boundary_fraction: float = DEFAULT_BOUNDARY_FRACTION,
+        callback_manager: CallbackManager | None = None,
+        include_metadata: bool = True,
+        include_prev_next_rel: bool = True,
+        id_func: Any | None = None,
+    ) -> None:
+        window = get_token_window(model_name)
+        chunk_size = window.resolve_chunk_size(chunk_size)
+        if chunk_overlap >= chunk_size:
+            raise ValueError(f"chunk_overlap ({chunk_overlap}) must be smaller than chunk_size ({chunk_size})")
+        super().__init__(
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+            model_name=model_name,
+            boundary_fraction=boundary_fraction,
+            callback_manager=callback_manager or CallbackManager([]),
+            include_metadata=include_metadata,
+            include_prev_next_rel=include_prev_next_rel,
+            id_func=id_func,
+        )
+        self._window = window
+
+    @classmethod
+    def from_defaults(cls, **kwargs: Any) -> "MedeirTokenWindowSplitter":
+        return cls(**kwargs)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "MedeirTokenWindowSplitter"
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._window.tokenizer
+
+    def _chunks(self, text: str, metadata_str: str) -> list[Chunk]:
+        reserved = count_tokens(self.tokenizer, metadata_str) if metadata_str else 0
+        budget = self.chunk_size - reserved
+        if budget <= 0:
+            raise ValueError(
+                f"Metadata length ({reserved} tokens) is not smaller than chunk size ({self.chunk_size}). "
+                "Increase chunk_size or exclude metadata keys from embedding (excluded_embed_metadata_keys)."
+            )
+        if reserved and budget < SMALL_CHUNK_WARNING:
+            logger.warning(
+                "Metadata takes %d of %d tokens; chunks will have at most %d tokens of text", reserved,
+                self.chunk_size, budget,
+            )
+        overlap = min(self.chunk_overlap, budget - 1)
+        return chunk_text(
+            text, self.tokenizer, self.chunk_size, overlap, reserved_tokens=reserved,
+            boundary_fraction=self.boundary_fraction,
+        )
+
+    def split_text(self, text: str) -> list[str]:
+        return [c.text for c in self._chunks(text, "")]
+
+    def split_text_metadata_aware(self, text: str, metadata_str: str) -> list[str]:
+        return [c.text for c in self._chunks(text, metadata_str)]
+
+    def _parse_nodes(self, nodes: Sequence[BaseNode], show_progress: bool = False, **kwargs: Any) -> list[BaseNode]:
+        all_nodes: list[BaseNode] = []
+        for node in get_tqdm_iterable(nodes, show_progress, "Parsing nodes"):
+            chunks = self._chunks(node.get_content(metadata_mode=MetadataMode.NONE), self._get_metadata_str(node))
+            built = build_nodes_from_splits([c.text for c in chunks], node, id_func=self.id_func)
+            for new_node, chunk in zip(built, chunks, strict=True):
+                new_node.start_char_idx, new_node.end_char_idx = chunk.start, chunk.end
+            all_nodes.extend(built)
+        return all_nodes
+
+    def _postprocess_parsed_nodes(self, nodes: list[BaseNode], parent_doc_map: dict) -> list[BaseNode]:
+        # the base class re-derives offsets with str.find, which picks the wrong occurrence of
+        # repeated text; keep the exact ones computed while cutting
+        exact = {n.node_id: (n.start_char_idx, n.end_char_idx) for n in nodes if isinstance(n, TextNode)}
+        nodes = super()._postprocess_parsed_nodes(nodes, parent_doc_map)
+        for node in nodes:
+            if node.node_id in exact:
+                node.start_char_idx, node.end_char_idx = exact[node.node_id]
+        return nodes
+
+
+# ----------------------------------------------------------------------------
+# Reranker
+
+
+class MedeirRerank(BaseNodePostprocessor):
+    """Reranks retrieved nodes with the medeir cross-encoder (as ``SentenceTransformerRerank``).
+
+    Args:
+        top_n: nodes to keep.
+        model: a CrossEncoder directory or hub id; ``None`` is the bundled reranker.
+        device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
+        keep_retrieval_score: copy each node's retrieval score to ``metadata["retrieval_score"]``.
+        batch_size: pairs per forward pass.
+        max_length: pair window in tokens; default the one saved with the reranker.
+    """
+
+    model: str = Field(default=DEFAULT_RERANKER_NAME, description="Cross-encoder directory or hub id.")
+    top_n: int = Field(default=2, gt=0, description="Number of nodes to return sorted by score.")
+    device: str = Field(default="cpu", description="Torch device.")
+    keep_retrieval_score: bool = Field(default=False, description="Keep the retrieval score in metadata.")
+    batch_size: int = Field(default=16, gt=0)
+    max_length: int | None = Field(default=None, gt=2)
+    _reranker: Any = PrivateAttr()
+
+    def __init__(
+        self,
+        top_n: int = 2,
+        model: str | None = None,
+        device: str | None = None,
+        keep_retrieval_score: bool = False,
+        batch_size: int = 16,
+        max_length: int | None = None,
+        callback_manager: CallbackManager | None = None,
+    ) -> None:
+        reranker = get_reranker(model, device, max_length)
+        super().__init__(
+            top_n=top_n,
+            model=str(model) if model is not None else DEFAULT_RERANKER_NAME,
+            device=str(reranker.device),
+            keep_retrieval_score=keep_retrieval_score,
+            batch_size=batch_size,
+            max_length=max_length,
+            callback_manager=callback_manager or CallbackManager([]),
+        )
+        self._reranker = reranker
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "MedeirRerank"
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        dispatcher.event(ReRankStartEvent(query=query_bundle, nodes=nodes, top_n=self.top_n, model_name=self.model))
+        if query_bundle is None:
+            raise ValueError("Missing query bundle in extra info.")
+        if not nodes:
+            dispatcher.event(ReRankEndEvent(nodes=[]))
+            return []
+        with self.callback_manager.event(
+            CBEventType.RERANKING,
+            payload={
+                EventPayload.NODES: nodes,
+                EventPayload.MODEL_NAME: self.model,
+                EventPayload.QUERY_STR: query_bundle.query_str,
+                EventPayload.TOP_K: self.top_n,
+            },
+        ) as event:
+            passages = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
+            scores = self._reranker.score(query_bundle.query_str, passages, batch_size=self.batch_size)
+            for node, score in zip(nodes, scores, strict=True):
+                if self.keep_retrieval_score:
+                    node.node.metadata["retrieval_score"] = node.score
+                node.score = float(score)
+            new_nodes = sorted(nodes, key=lambda n: -(n.score or 0.0))[: self.top_n]
+            event.on_end(payload={EventPayload.NODES: new_nodes})
+        dispatcher.event(ReRankEndEvent(nodes=new_nodes))
+        return new_nodes
+
+
+__all__ = ["MedeirEmbedding", "MedeirRerank", "MedeirTokenWindowSplitter"]

@@ -1,0 +1,131 @@
+"""``medeir query``: search a collection built by ``medeir index``.
+
+Examples::
+
+    medeir query "first-line drug for type 2 diabetes"
+    medeir query "asthma inhaler" --mode sparse --top-k 3 --json
+    medeir query "stroke warning signs" --rerank              # bundled cross-encoder
+    medeir query "stroke warning signs" --rerank out/reranker --candidates 50
+
+``--mode``: ``dense`` (medeir embeddings), ``sparse`` (BM25-style weights over the medical
+tokenizer's pieces) or ``hybrid`` (reciprocal rank fusion of both; the default). A query
+longer than the model window is truncated to it, with a warning. With ``--rerank`` the
+``--candidates`` best chunks are re-scored by the cross-encoder and the printed score is its
+probability; otherwise the score is the retrieval score of the mode (cosine, BM25 or RRF).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from medeir_rag.indexing import add_store_arguments
+from medeir_rag.vector_store import SEARCH_MODES
+
+BUNDLED = "bundled"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medeir query", description="Search a medeir Qdrant collection.")
+    parser.add_argument("query", help="the question or search text")
+    parser.add_argument("--top-k", type=int, default=5, help="results to show (default: 5)")
+    parser.add_argument("--mode", choices=SEARCH_MODES, default="hybrid", help="dense, sparse or hybrid (default)")
+    parser.add_argument(
+        "--rerank", nargs="?", const=BUNDLED, default=None, metavar="PATH",
+        help="rerank with a cross-encoder directory (no PATH: the bundled reranker)",
+    )
+    parser.add_argument(
+        "--candidates", type=int, default=None,
+        help="chunks retrieved before reranking or fusion (default: max(4 * top-k, 20))",
+    )
+    parser.add_argument("--snippet-chars", type=int, default=240, help="characters of each chunk to print (default: 240)")
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
+    add_store_arguments(parser)
+    return parser
+
+
+def _fail(message: str) -> int:
+    print(f"medeir query: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _snippet(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: max(limit - 1, 0)].rstrip() + "…"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.top_k <= 0:
+        return _fail(f"--top-k must be > 0, got {args.top_k}")
+    if args.candidates is not None and args.candidates < args.top_k:
+        return _fail(f"--candidates ({args.candidates}) must be at least --top-k ({args.top_k})")
+    if not args.query.strip():
+        return _fail("the query is empty")
+
+    from medeir_rag.encoder import MedeirEncoder
+    from medeir_rag.model_files import DEFAULT_RERANKER_NAME, ModelFileError, bundled_model_path
+    from medeir_rag.vector_store import (
+        CollectionMismatchError,
+        CollectionNotFoundError,
+        MedeirVectorStore,
+        StorageLockedError,
+    )
+
+    candidates = args.candidates or max(4 * args.top_k, 20)
+    store = None
+    try:
+        reranker = None
+        if args.rerank == BUNDLED and not bundled_model_path(DEFAULT_RERANKER_NAME).is_dir():
+            return _fail(
+                f"--rerank without a PATH uses the bundled reranker, which is not installed at "
+                f"{bundled_model_path(DEFAULT_RERANKER_NAME)}; pass --rerank PATH to a cross-encoder directory"
+            )
+        if args.rerank is not None:
+            from medeir_rag.rerank import MedeirReranker
+
+            reranker = MedeirReranker(None if args.rerank == BUNDLED else args.rerank, device=args.device)
+        encoder = MedeirEncoder(args.model, device=args.device)
+        store = MedeirVectorStore(
+            encoder, collection=args.collection, path=args.qdrant_path, url=args.qdrant_url, api_key=args.qdrant_api_key
+        )
+        hits = store.search(
+            args.query, top_k=candidates if reranker else args.top_k, mode=args.mode, candidates=candidates
+        )
+    except (FileNotFoundError, NotADirectoryError, ModelFileError, CollectionNotFoundError,
+            CollectionMismatchError, StorageLockedError, ValueError) as error:
+        return _fail(str(error))
+    finally:
+        if store is not None:
+            store.close()
+
+    results = [{**hit.as_dict(), "retrieval_score": hit.score} for hit in hits]
+    if reranker is not None and results:
+        passages = [f"{r['title']}\n{r['text']}" if r["title"] else r["text"] for r in results]
+        for result, score in zip(results, reranker.score(args.query, passages), strict=True):
+            result["score"] = float(score)
+        results.sort(key=lambda r: -r["score"])
+    results = results[: args.top_k]
+    for rank, result in enumerate(results, start=1):
+        result["rank"] = rank
+
+    where = args.qdrant_url or args.qdrant_path
+    if args.json:
+        print(json.dumps({
+            "query": args.query, "mode": args.mode, "reranker": reranker.name if reranker else None,
+            "collection": args.collection, "location": where, "results": results,
+        }, ensure_ascii=False))
+        return 0
+    scored_by = f"reranked by {reranker.name}" if reranker else f"{args.mode} scores"
+    print(f"{len(results)} results for {args.query!r} ({scored_by}; collection {args.collection!r} at {where})")
+    for result in results:
+        title = result["title"] or "(untitled)"
+        print(f"{result['rank']:>2}. {result['score']:.4f}  {title}  [{result['doc_id']} #{result['chunk_index']}]")
+        print(f"    {_snippet(result['text'], args.snippet_chars)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""``MedeirReranker``: the medeir cross-encoder, shared by the CLI and both RAG integrations.
+
+A reranker directory is a standard sentence-transformers ``CrossEncoder`` directory whose
+backbone is ``model_type="medeir"`` (registered when ``medeir_rag`` is imported), so it
+loads with ``trust_remote_code=False``. ``None`` means the reranker bundled with the
+package (``medeir_rag/assets/medeir-small-reranker``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medeir_rag.model_files import DEFAULT_RERANKER_NAME, resolve_model_path
+
+
+class MedeirReranker:
+    """Scores (query, passage) pairs with a cross-encoder.
+
+    Args:
+        model_name_or_path: a CrossEncoder directory, a hub id, or ``None`` for the bundled reranker.
+        device: ``"cpu"``, ``"cuda"``, ...; defaults to CUDA when available.
+        max_length: pair window in tokens; defaults to the one saved with the model.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike[str] | None = None,
+        *,
+        device: str | None = None,
+        max_length: int | None = None,
+    ) -> None:
+        from sentence_transformers import CrossEncoder
+
+        import medeir_rag  # noqa: F401  (registers the medeir model type)
+        from medeir_rag.encoder import default_device
+
+        self.path: Path = resolve_model_path(model_name_or_path, default=DEFAULT_RERANKER_NAME)
+        self.device = device or default_device()
+        self.model = CrossEncoder(str(self.path), device=self.device, max_length=max_length, trust_remote_code=False)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def score(
+        self, query: str, passages: Sequence[str], *, batch_size: int = 16, scale_score: bool = True
+    ) -> np.ndarray:
+        """One score per passage: sigmoid probabilities when ``scale_score``, else raw logits."""
+        import torch
+
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a string, got {type(query).__name__}")
+        if not passages:
+            return np.zeros(0, dtype=np.float32)
+        activation = torch.nn.Sigmoid() if scale_score else torch.nn.Identity()
+        scores = self.model.predict(
+            [(query, p) for p in passages], batch_size=batch_size, activation_fn=activation,
+            convert_to_numpy=True, show_progress_bar=False,
+        )
+        return np.asarray(scores, dtype=np.float32).reshape(-1)
+
+    def __repr__(self) -> str:
+        return f"MedeirReranker(path={str(self.path)!r}, device={self.device!r})"

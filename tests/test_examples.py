@@ -1,0 +1,56 @@
+"""The example scripts run end to end on a small slice, and their notebook copies match them."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+
+import pytest
+
+from medeir_rag.documents import SAMPLE_CORPUS
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+PUBMED = Path(__file__).resolve().parents[1] / "../shared/data/pretrain/pubmed_abstracts_bionlp.jsonl.gz"
+DATA = PUBMED if PUBMED.is_file() else SAMPLE_CORPUS  # the shared PubMed file when present, else the shipped sample
+
+
+def load(name: str) -> dict:
+    return runpy.run_path(str(EXAMPLES / name), run_name="example")
+
+
+def test_llamaindex_example(tiny_model_dir, tiny_reranker_dir, tmp_path, capsys):
+    pytest.importorskip("llama_index.vector_stores.qdrant")
+    hits = load("llamaindex_pubmed.py")["main"]([
+        str(DATA), "--limit", "20", "--model", str(tiny_model_dir), "--reranker", str(tiny_reranker_dir),
+        "--top-k", "3", "--qdrant-path", str(tmp_path / "qdrant"),
+    ])
+    assert len(hits) == 3 and all(hit["pmid"] and hit["text"] for hit in hits)
+    assert "20 abstracts" in capsys.readouterr().out
+
+
+def test_haystack_example(tiny_model_dir, tiny_reranker_dir, capsys):
+    pytest.importorskip("haystack_integrations.document_stores.qdrant")
+    result = load("haystack_pubmed_qa.py")["main"]([
+        str(DATA), "--limit", "20", "--model", str(tiny_model_dir), "--reranker", str(tiny_reranker_dir), "--top-k", "2",
+    ])
+    assert len(result["documents"]) == 2
+    assert "Question:" in result["prompt"] and "[PMID " in result["prompt"]
+    assert "medeir_rag.integrations.haystack.MedeirSimilarityRanker" in result["yaml"]
+    assert "20 abstracts" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["llamaindex_pubmed.py", "haystack_pubmed_qa.py"])
+def test_notebooks_are_current_copies_of_the_scripts(name):
+    make = load("make_notebooks.py")
+    script = (EXAMPLES / name).read_text(encoding="utf-8")
+    notebook_file = (EXAMPLES / name).with_suffix(".ipynb")
+    notebook = json.loads(notebook_file.read_text(encoding="utf-8"))
+    assert notebook["nbformat"] == 4 and notebook["metadata"]["kernelspec"]["name"] == "python3"
+    assert all({"cell_type", "id", "metadata", "source"} <= set(cell) for cell in notebook["cells"])
+    code = ["".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code"]
+    assert code == make["code_cells"](script) and len(code) >= 4
+    assert "".join(notebook["cells"][0]["source"]).startswith(script.split('"""')[1].strip().splitlines()[0])
+    assert notebook_file.read_text(encoding="utf-8") == make["render"](make["notebook_from_script"](script)), (
+        "notebook out of date: run python examples/make_notebooks.py"
+    )

@@ -1,0 +1,194 @@
+"""Qdrant store (embedded mode, real client): idempotent and resumable indexing, modes, identity checks."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from medeir_rag.documents import SourceDocument, read_sample_corpus
+from medeir_rag.encoder import MedeirEncoder
+from medeir_rag.vector_store import (
+    CollectionMismatchError,
+    CollectionNotFoundError,
+    MedeirVectorStore,
+    point_id,
+    sparse_document_vectors,
+    sparse_query_vector,
+)
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_model_dir) -> MedeirEncoder:
+    return MedeirEncoder(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def corpus() -> list[SourceDocument]:
+    return list(read_sample_corpus())
+
+
+def all_ids(store: MedeirVectorStore) -> list[str]:
+    points, _ = store.client.scroll(store.collection, limit=10_000, with_payload=False)
+    return sorted(str(p.id) for p in points)
+
+
+def test_index_is_idempotent_and_survives_reopening(encoder, corpus, tmp_path):
+    with MedeirVectorStore(encoder, path=tmp_path / "q") as store:
+        stats = store.index(corpus, show_progress=False)
+        assert stats.documents == stats.indexed == len(corpus) and stats.chunks == len(corpus)
+        count = store.count()
+        assert count == len(corpus)
+        again = store.index(corpus, show_progress=False)
+        assert again.skipped_existing == len(corpus) and again.chunks == 0
+        assert store.count() == count
+    with MedeirVectorStore(encoder, path=tmp_path / "q") as store:  # persisted on disk
+        assert store.count() == count
+        assert store.search("metformin", top_k=3, mode="sparse")[0].doc_id == "sample:metformin"
+
+
+def test_interrupted_run_resumes_without_loss_or_duplicates(encoder, corpus):
+    corpus = corpus[:10]
+
+    def interrupted():
+        for number, doc in enumerate(corpus):
+            if number == 6:
+                raise KeyboardInterrupt
+            yield doc
+
+    with MedeirVectorStore(encoder, path=":memory:") as store:
+        with pytest.raises(KeyboardInterrupt):
+            store.index(interrupted(), chunk_size=32, chunk_overlap=4, batch_size=8, show_progress=False)
+        partial = store.count()
+        assert 0 < partial
+        stats = store.index(corpus, chunk_size=32, chunk_overlap=4, batch_size=8, show_progress=False)
+        assert stats.skipped_existing > 0
+        resumed = all_ids(store)
+    with MedeirVectorStore(encoder, path=":memory:") as fresh:
+        fresh.index(corpus, chunk_size=32, chunk_overlap=4, batch_size=8, show_progress=False)
+        assert resumed == all_ids(fresh)
+        assert len(resumed) == len(set(resumed)) > len(corpus)
+
+
+def test_failure_in_the_middle_of_a_batch_resumes(encoder, corpus):
+    corpus = corpus[:5]
+    settings = {"chunk_size": 32, "batch_size": 4, "show_progress": False}
+    with MedeirVectorStore(encoder, path=":memory:") as store:
+        upsert, calls = store.client.upsert, []
+
+        def flaky_upsert(*args, **kwargs):  # the second write fails, leaving a document half stored
+            calls.append(1)
+            if len(calls) == 2:
+                raise ConnectionError("simulated outage")
+            return upsert(*args, **kwargs)
+
+        store.client.upsert = flaky_upsert
+        with pytest.raises(ConnectionError):
+            store.index(corpus, **settings)
+        store.client.upsert = upsert
+        points, _ = store.client.scroll(store.collection, limit=1000, with_payload=["doc_id", "num_chunks"])
+        stored: dict[str, list[int]] = {}
+        for point in points:
+            stored.setdefault(point.payload["doc_id"], []).append(point.payload["num_chunks"])
+        assert 0 < len(points) <= 4  # the first write (at most batch_size points) was kept
+        assert any(len(chunks) < chunks[0] for chunks in stored.values())  # a document is half stored
+        store.index(corpus, **settings)
+        resumed = all_ids(store)
+    with MedeirVectorStore(encoder, path=":memory:") as fresh:
+        fresh.index(corpus, **settings)
+        assert resumed == all_ids(fresh)
+
+
+def test_changed_document_replaces_its_old_chunks(encoder):
+    long_doc = SourceDocument(id="d1", title="Asthma", text="Asthma causes wheeze and cough at night. " * 20)
+    with MedeirVectorStore(encoder, path=":memory:") as store:
+        store.index([long_doc], chunk_size=30, show_progress=False)
+        assert store.count() > 3
+        store.index([SourceDocument(id="d1", title="Asthma", text="Short now.")], chunk_size=30, show_progress=False)
+        assert all_ids(store) == [point_id("d1", 0)]
+
+
+def test_empty_whitespace_and_duplicate_documents_are_counted(encoder):
+    docs = [
+        SourceDocument(id="a", text="Gout affects the big toe."),
+        SourceDocument(id="b", text=""),
+        SourceDocument(id="c", text="   \n\t "),
+        SourceDocument(id="a", text="Another text with a reused id."),
+    ]
+    with MedeirVectorStore(encoder, path=":memory:") as store:
+        stats = store.index(docs, show_progress=False)
+        assert (stats.documents, stats.indexed, stats.skipped_empty, stats.skipped_duplicate) == (4, 1, 2, 1)
+        assert store.count() == 1
+
+
+def test_search_modes_find_exact_text(encoder, corpus):
+    with MedeirVectorStore(encoder, path=":memory:") as store:
+        corpus = corpus[::2]
+        store.index(corpus, embed_title=False, show_progress=False)
+        for doc in corpus[:: len(corpus) // 4]:
+            for mode in ("dense", "sparse", "hybrid"):
+                hits = store.search(doc.text, top_k=3, mode=mode)
+                assert hits[0].doc_id == doc.id, mode
+                assert doc.text[hits[0].start : hits[0].end] == hits[0].text
+        hits = store.search("asthma inhaler", top_k=5, mode="hybrid")
+        assert len(hits) == 5 and len({h.id for h in hits}) == 5
+        assert hits[0].score >= hits[-1].score
+
+
+def test_search_rejects_bad_arguments(encoder, corpus):
+    with MedeirVectorStore(encoder, path=":memory:") as store:
+        with pytest.raises(CollectionNotFoundError, match="medeir index"):
+            store.search("anything")
+        store.index(corpus[:3], show_progress=False)
+        for bad in (0, -1):
+            with pytest.raises(ValueError, match="top_k"):
+                store.search("diabetes", top_k=bad)
+        with pytest.raises(ValueError, match="mode"):
+            store.search("diabetes", mode="fuzzy")
+        with pytest.raises(ValueError, match="empty"):
+            store.search("   ")
+        with pytest.raises(TypeError):
+            store.search(["diabetes"])
+
+
+def test_query_longer_than_the_window_is_truncated_with_a_warning(tiny_model_dir, caplog):
+    encoder = MedeirEncoder(tiny_model_dir, device="cpu")
+    encoder.max_length = 32
+    with MedeirVectorStore(encoder, path=":memory:") as store:
+        store.index([SourceDocument(id="x", text="Statins lower cholesterol.")], show_progress=False)
+        with caplog.at_level(logging.WARNING):
+            hits = store.search("statins lower cholesterol " * 40, mode="hybrid")
+        assert hits[0].doc_id == "x"
+        assert "exceed the 32-token window" in caplog.text
+
+
+def test_other_model_or_dimension_is_refused(encoder, tiny_model_dir, tiny_tokenizer, tiny_config, tmp_path):
+    from medeir_rag import MedeirModel
+    from medeir_rag.export import save_sentence_transformer
+
+    with MedeirVectorStore(encoder, path=tmp_path / "q") as store:
+        store.index([SourceDocument(id="x", text="Tetanus vaccine boosters.")], show_progress=False)
+    truncated = MedeirEncoder(tiny_model_dir, device="cpu", truncate_dim=32)
+    with MedeirVectorStore(truncated, path=tmp_path / "q") as store, pytest.raises(
+        CollectionMismatchError, match="64-dimensional vectors"
+    ):
+        store.search("tetanus")
+    torch.manual_seed(1)
+    other_dir = save_sentence_transformer(MedeirModel(tiny_config), tiny_tokenizer, tmp_path / "other")
+    with MedeirVectorStore(MedeirEncoder(other_dir, device="cpu"), path=tmp_path / "q") as store:
+        with pytest.raises(CollectionMismatchError, match="fingerprint"):
+            store.search("tetanus")
+        with pytest.raises(CollectionMismatchError, match="--recreate"):
+            store.index([SourceDocument(id="y", text="More.")], show_progress=False)
+        stats = store.index([SourceDocument(id="y", text="More.")], recreate=True, show_progress=False)
+        assert stats.indexed == 1 and store.count() == 1
+
+
+def test_sparse_vectors_use_the_medical_tokenizer(encoder):
+    tokenizer = encoder.tokenizer
+    (indices, values), = sparse_document_vectors(tokenizer, ["insulin insulin diabetes"])
+    assert indices == sorted(indices) and len(indices) == len(values) >= 2
+    assert not set(indices) & set(tokenizer.all_special_ids)
+    query_indices, query_values = sparse_query_vector(tokenizer, "insulin insulin")
+    assert set(query_indices) <= set(indices) and query_values == [1.0] * len(query_indices)
