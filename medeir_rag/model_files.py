@@ -36,9 +36,10 @@ def resolve_model_path(name_or_path: str | os.PathLike[str] | None, *, default: 
     if name_or_path is None:
         path = bundled_model_path(default)
         if not path.is_dir():
+            stage = "train-reranker" if default == DEFAULT_RERANKER_NAME else "finetune"
             raise FileNotFoundError(
-                f"the bundled default model is not installed at {path}; pass a model path "
-                "(train one with `medeir finetune`) or reinstall medeir_rag"
+                f"the bundled model {default!r} is not installed at {path}; pass a model path "
+                f"(train one with `medeir {stage}`) or reinstall medeir_rag"
             )
         return path
     path = Path(name_or_path).expanduser()
