@@ -1,0 +1,224 @@
+"""Pieces every training stage shares: CLI flags, seeding, devices, DDP, run folders, logs.
+
+Design choices (nanochat's ``common.py``):
+
+- **One argument parser shape for all stages**: ``--config`` (preset name or YAML path),
+  ``--out``, repeated ``--set key.path=value``, plus a few per-stage flags that are just
+  sugar for ``--set``. ``main(argv)`` is testable in-process.
+- **DDP is torchrun's business**: ``setup_distributed`` reads ``RANK``/``WORLD_SIZE``/
+  ``LOCAL_RANK`` and calls ``init_process_group`` (``nccl`` on CUDA, ``gloo`` on CPU)
+  only when ``WORLD_SIZE > 1``. No launcher of our own.
+- **Rank 0 writes, everyone computes**: ``print0`` and ``RunDir`` are no-ops elsewhere.
+- A run folder holds ``config.yaml`` (resolved), ``metrics.jsonl`` (one JSON object per
+  logged step), ``summary.json`` and the plots; ``metrics.jsonl`` is appended to, so a
+  resumed run continues the same file (rows past the resume step are dropped first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import dump_config, load_config
+
+# ----------------------------------------------------------------------------
+# Command line
+
+
+def stage_parser(stage: str, description: str, default_config: str = "tiny") -> argparse.ArgumentParser:
+    """The options every stage has; stages add their sugar flags to the returned parser."""
+    p = argparse.ArgumentParser(prog=f"medeir {stage}", description=description)
+    p.add_argument(
+        "--config",
+        default=default_config,
+        help=f"preset name (tiny, cpu, small, base) or YAML path (default: {default_config})",
+    )
+    p.add_argument("--out", default=None, help="run folder (default: out_dir of the config; required if unset)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=1e-3 (repeatable; values parsed as YAML)",
+    )
+    return p
+
+
+def resolve_stage_config(stage: str, args: argparse.Namespace, sugar: dict[str, str]) -> Any:
+    """Load ``args.config`` with ``--set`` overrides; ``sugar`` maps flag attributes to dotted keys."""
+    overrides = list(args.overrides)
+    for attr, key in sugar.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value) if not isinstance(value, str) else value}")
+    if args.out is not None:
+        overrides.append(f"out_dir={args.out}")
+    config = load_config(stage, args.config, overrides)
+    if not config.out_dir:
+        raise SystemExit(f"medeir {stage}: give an output folder with --out")
+    return config
+
+
+# ----------------------------------------------------------------------------
+# Runtime
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available (``cuda:LOCAL_RANK`` under torchrun), else ``cpu``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return device
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process sits in a torchrun job (``world_size == 1`` without torchrun)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: torch.device) -> Dist:
+    """Join the process group torchrun describes in the environment (no-op for one process)."""
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    dist = Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), world_size)
+    if dist.enabled and not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group(backend=backend)
+    return dist
+
+
+def cleanup_distributed(dist: Dist) -> None:
+    if dist.enabled and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def barrier(dist: Dist) -> None:
+    if dist.enabled:
+        torch.distributed.barrier()
+
+
+_IS_MAIN = int(os.environ.get("RANK", 0)) == 0
+
+
+def print0(*args: Any, **kwargs: Any) -> None:
+    """``print`` on rank 0 only (flushes, so logs interleave sanely with tqdm)."""
+    if _IS_MAIN:
+        print(*args, **kwargs, flush=True)
+
+
+def progress_disabled(dist: Dist) -> bool | None:
+    """tqdm's ``disable``: off on ranks > 0, automatic (no bar without a TTY... unless forced) on rank 0."""
+    return True if not dist.is_main else None
+
+
+# ----------------------------------------------------------------------------
+# Run folder
+
+
+class RunDir:
+    """The output folder of one stage run; writes only on the main process."""
+
+    def __init__(self, path: str | os.PathLike[str], *, is_main: bool = True) -> None:
+        self.path = Path(path)
+        self.is_main = is_main
+        if is_main:
+            self.path.mkdir(parents=True, exist_ok=True)
+        self.metrics_file = self.path / "metrics.jsonl"
+        self.started = time.time()
+
+    def write_config(self, config: Any) -> None:
+        if self.is_main:
+            dump_config(config, self.path / "config.yaml")
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop logged rows with ``step > after_step`` (a resume replays those steps)."""
+        if not self.is_main or not self.metrics_file.is_file():
+            return
+        rows = read_metrics(self.metrics_file)
+        kept = [r for r in rows if r.get("step", 0) <= after_step]
+        self.metrics_file.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    def log(self, row: dict[str, Any]) -> None:
+        if self.is_main:
+            with open(self.metrics_file, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def write_json(self, name: str, data: Any) -> Path:
+        path = self.path / name
+        if self.is_main:
+            path.write_text(json.dumps(data, indent=2) + "\n")
+        return path
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Save ``summary.json`` and print it as an aligned table (rank 0)."""
+        self.write_json("summary.json", summary)
+        if self.is_main:
+            print_summary(summary)
+
+
+def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def print_summary(summary: dict[str, Any], file=None) -> None:
+    """Print a flat ``key  value`` table; nested dicts are flattened with dots."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            flat[prefix] = value
+
+    walk("", summary)
+    width = max((len(k) for k in flat), default=0)
+    out = file or sys.stdout
+    print("-" * (width + 20), file=out)
+    for key, value in flat.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        print(f"{key:<{width}}  {value}", file=out)
+    print("-" * (width + 20), file=out, flush=True)
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, sec = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"

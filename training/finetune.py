@@ -1,0 +1,405 @@
+"""Contrastive fine-tuning stage: the pretrained encoder -> a sentence-transformers embedder.
+
+Usage::
+
+    python -m medeir_rag.training.finetune --config cpu --init runs/pretrain-cpu/final --out runs/finetune-cpu
+    torchrun --nproc_per_node 8 -m medeir_rag.training.finetune --config base --init ... --out ...
+
+Design choices (sentence-transformers' trainer, E5/GTE-style recipes):
+
+- **Start**: the pretrain ``final/`` folder (an HF MLM folder) is exported with
+  ``medeir_rag.export.save_sentence_transformer`` (Transformer + mean Pooling +
+  Normalize, prompts ``query: `` / ``passage: ``) into ``<out>/init`` and loaded
+  with ``SentenceTransformer``; an ST folder is loaded as is.
+- **Objective**: in-batch negatives (``MultipleNegativesRankingLoss``, or
+  ``CachedMultipleNegativesRankingLoss`` whose GradCache chunks let the batch, i.e.
+  the number of negatives, grow past memory) plus ``data.hard_negatives`` BM25-mined
+  negatives per pair (``pairs.py``), wrapped in ``MatryoshkaLoss`` over
+  ``matryoshka.dims`` (clipped to the hidden size, full size always included) so
+  truncated embeddings stay useful. ``BatchSamplers.NO_DUPLICATES`` keeps a text from
+  being its own in-batch negative.
+- **Prompts**: anchors get ``query: ``, positives and negatives ``passage: ``
+  (``SentenceTransformerTrainingArguments(prompts=...)``), the prompts saved with the
+  model, so training and ``encode_query``/``encode_document`` agree.
+- **Pair mix** (``data.weights``): MedQuAD training questions -> answers, PubMed
+  title -> abstract, GO/WordNet/GCIDE term -> definition, and the DeCLUTR span
+  objective (``spans``: overlapping or adjacent spans of one abstract).
+- **Metadata-category objective** (``category.weight > 0``, off by default): a second
+  dataset of ``(text, label)`` rows, labels being MedQuAD ``qtype`` or collection, GO
+  namespace, or source corpus, trained with sentence-transformers'
+  ``BatchAllTripletLoss`` (scaled by the weight, batches mixed in proportion).
+  Why that loss: it needs no label-grouping sampler (our labels are coarse, so every
+  random batch already holds many same-label pairs), it uses every valid triplet, and
+  with a small margin on unit vectors it *stops* once a category is separated by the
+  margin, so it organises the space by category without collapsing the
+  within-category detail that retrieval needs (batch-hard and soft-margin variants
+  keep pulling forever). ST ships no supervised-contrastive loss.
+- **Check**: MRR@10 on held-out MedQuAD *training-split* pairs (same hash rule as
+  everywhere, never the test split), before and after, next to BM25's; all in
+  ``summary.json``.
+- **Outputs**: ``final/`` (an ST folder that ``SentenceTransformer(path)`` and
+  ``MedeirEncoder(path)`` load without ``trust_remote_code``), ``config.yaml``,
+  ``metrics.jsonl`` (the trainer's log), ``loss_curve.png``, ``summary.json``,
+  ``checkpoints/`` (trainer checkpoints; rerunning the command resumes from the last).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import medeir_rag  # noqa: F401  (registers the medeir model type)
+
+from .common import RunDir, format_seconds, print0, resolve_stage_config, seed_everything, stage_parser
+from .config import FinetuneConfig, OptimSection, StTrain
+from .pairs import Pair, bm25_mrr, build_pairs, heldout_medquad_pairs, mine_hard_negatives, mrr_at_k
+from .plots import plot_curves
+
+FINAL_DIR = "final"
+INIT_DIR = "init"
+
+# ----------------------------------------------------------------------------
+# Model
+
+
+def is_st_dir(path: Path) -> bool:
+    return (path / "modules.json").is_file()
+
+
+def load_init_model(init: str | Path, staging: Path, device: str):
+    """A SentenceTransformer from an ST folder, or from a pretrain ``final/`` (HF MLM folder)."""
+    from sentence_transformers import SentenceTransformer
+
+    from medeir_rag.export import save_sentence_transformer
+    from medeir_rag.modeling import MedeirForMaskedLM
+    from medeir_rag.tokenization import load_tokenizer
+
+    init = Path(init)
+    if not init.is_dir():
+        raise FileNotFoundError(f"init model folder not found: {init}")
+    if is_st_dir(init):
+        return SentenceTransformer(str(init), device=device)
+    if not (init / "config.json").is_file():
+        raise FileNotFoundError(f"{init} is neither a sentence-transformers folder nor an HF model folder")
+    if not is_st_dir(staging):
+        mlm = MedeirForMaskedLM.from_pretrained(str(init))
+        save_sentence_transformer(mlm, load_tokenizer(init), staging)
+    return SentenceTransformer(str(staging), device=device)
+
+
+def resolve_st_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def use_bf16(train: StTrain, device: str) -> bool:
+    if isinstance(train.bf16, bool):
+        return train.bf16
+    if train.bf16 == "auto":
+        return device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    return train.bf16 == "true"
+
+
+# ----------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def retrieval_mrr(model, pairs: list[Pair], k: int = 10, batch_size: int = 32) -> float:
+    """MRR@k of ``model`` retrieving each pair's positive among all eval positives."""
+    queries = model.encode([p.anchor for p in pairs], prompt_name="query", batch_size=batch_size,
+                           convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
+    docs = model.encode([p.positive for p in pairs], prompt_name="document", batch_size=batch_size,
+                        convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
+    scores = (queries @ docs.T).float().cpu()
+    return mrr_at_k(torch.argsort(scores, dim=1, descending=True)[:, :k].numpy(), k)
+
+
+# ----------------------------------------------------------------------------
+# Data and losses
+
+
+def pairs_dataset(pairs: list[Pair], negatives: int):
+    """``anchor, positive, negative_1..k`` columns (MNRL reads extra columns as negatives)."""
+    from datasets import Dataset
+
+    columns: dict[str, list[str]] = {"anchor": [p.anchor for p in pairs], "positive": [p.positive for p in pairs]}
+    for j in range(negatives):
+        columns[f"negative_{j + 1}"] = [p.negatives[j] for p in pairs]
+    return Dataset.from_dict(columns)
+
+
+def category_rows(pairs: list[Pair], config: FinetuneConfig) -> tuple[list[str], list[str]]:
+    """``(texts, labels)`` for the category objective, prompts already prepended."""
+    from medeir_rag.export import DOCUMENT_PROMPT, QUERY_PROMPT
+
+    texts, labels = [], []
+    for p in pairs:
+        if "medquad_qtype" in config.category.fields and p.meta.get("qtype"):
+            texts.append(QUERY_PROMPT + p.anchor)
+            labels.append(f"qtype:{p.meta['qtype']}")
+        if "medquad_collection" in config.category.fields and p.meta.get("collection"):
+            texts.append(DOCUMENT_PROMPT + p.positive)
+            labels.append(f"collection:{p.meta['collection']}")
+        if "go_namespace" in config.category.fields and p.meta.get("ontology"):
+            texts.append(DOCUMENT_PROMPT + p.positive)
+            labels.append(f"go:{p.meta['ontology']}")
+        if "source" in config.category.fields:
+            texts.append(DOCUMENT_PROMPT + p.positive)
+            labels.append(f"source:{p.source}")
+    return texts, labels
+
+
+def category_dataset(pairs: list[Pair], config: FinetuneConfig):
+    """A ``(text, label)`` dataset of ``category.num_examples`` rows with integer labels."""
+    from datasets import Dataset
+
+    texts, labels = category_rows(pairs, config)
+    if len(set(labels)) < 2:
+        raise ValueError("category objective needs at least two categories in the selected fields/sources")
+    order = list(range(len(texts)))
+    random.Random(config.data.seed + 1).shuffle(order)
+    order = order[: config.category.num_examples]
+    names = sorted({labels[i] for i in order})
+    ids = {name: n for n, name in enumerate(names)}
+    return Dataset.from_dict({"text": [texts[i] for i in order], "label": [ids[labels[i]] for i in order]}), names
+
+
+class ScaledLoss(torch.nn.Module):
+    """``weight * loss(features, labels)``: weights one objective of a multi-dataset run."""
+
+    def __init__(self, loss: torch.nn.Module, weight: float) -> None:
+        super().__init__()
+        self.loss = loss
+        self.weight = weight
+
+    def forward(self, sentence_features, labels):
+        return self.weight * self.loss(sentence_features, labels)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        inner = self.loss.get_config_dict() if hasattr(self.loss, "get_config_dict") else {}
+        return {"loss": type(self.loss).__name__, "weight": self.weight, **inner}
+
+
+def matryoshka_dims(dims: list[int], hidden: int) -> list[int]:
+    """Dims clipped to the hidden size, full size included, descending, unique."""
+    return sorted({min(d, hidden) for d in dims} | {hidden}, reverse=True)
+
+
+def build_pair_loss(model, config: FinetuneConfig):
+    from sentence_transformers.sentence_transformer import losses
+
+    if config.loss == "cached_mnrl":
+        base = losses.CachedMultipleNegativesRankingLoss(
+            model, scale=config.scale, mini_batch_size=config.mini_batch_size, show_progress_bar=False
+        )
+    else:
+        base = losses.MultipleNegativesRankingLoss(model, scale=config.scale)
+    if not config.matryoshka.enabled:
+        return base, None
+    dims = matryoshka_dims(config.matryoshka.dims, model.get_embedding_dimension())
+    return losses.MatryoshkaLoss(model, base, matryoshka_dims=dims), dims
+
+
+def hf_schedule(optim: OptimSection) -> tuple[str, dict[str, Any]]:
+    """Our schedule names -> transformers' ``lr_scheduler_type`` (+ kwargs)."""
+    if optim.schedule == "constant":
+        return "constant_with_warmup", {}
+    if optim.schedule == "cosine":
+        return "cosine_with_min_lr", {"min_lr_rate": optim.min_lr_ratio}
+    return "linear", {}  # transformers' linear decays to 0 (min_lr_ratio applies to cosine only)
+
+
+def training_arguments(args_cls, out: Path, optim: OptimSection, train: StTrain, device: str, **extra):
+    """Fill a (SentenceTransformer|CrossEncoder)TrainingArguments from our sections."""
+    schedule, schedule_kwargs = hf_schedule(optim)
+    warmup = optim.warmup_steps if optim.warmup_steps is not None else optim.warmup_ratio
+    return args_cls(
+        output_dir=str(out / "checkpoints"),
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps,
+        per_device_train_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        learning_rate=optim.lr,
+        weight_decay=optim.weight_decay,
+        adam_beta1=optim.betas[0],
+        adam_beta2=optim.betas[1],
+        adam_epsilon=optim.eps,
+        max_grad_norm=optim.grad_clip or 0.0,
+        warmup_steps=warmup,
+        lr_scheduler_type=schedule,
+        lr_scheduler_kwargs=schedule_kwargs,
+        logging_steps=train.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=train.save_steps,
+        save_total_limit=train.save_total_limit,
+        seed=train.seed,
+        data_seed=train.seed,
+        bf16=use_bf16(train, device),
+        use_cpu=device == "cpu",
+        dataloader_drop_last=True,
+        dataloader_num_workers=train.dataloader_num_workers,
+        report_to="none",
+        **extra,
+    )
+
+
+def last_trainer_checkpoint(out: Path) -> str | None:
+    done = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(done[-1]) if done else None
+
+
+def write_trainer_log(run: RunDir, log_history: list[dict[str, Any]], title: str) -> list[dict[str, Any]]:
+    """``metrics.jsonl`` and ``loss_curve.png`` from ``trainer.state.log_history``."""
+    rows = [r for r in log_history if "step" in r]
+    if run.is_main:
+        run.metrics_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        loss_keys = sorted({k for r in rows for k in r if k.endswith("loss") and not k.startswith("train_")})
+        plot_curves(rows, run.path / "loss_curve.png", [loss_keys, ["learning_rate"], ["grad_norm"]],
+                    title=title, smooth=tuple(loss_keys))
+    return rows
+
+
+# ----------------------------------------------------------------------------
+# Training
+
+
+def train(config: FinetuneConfig) -> dict[str, Any]:
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.losses import BatchAllTripletLoss
+    from sentence_transformers.sentence_transformer.training_args import (
+        BatchSamplers,
+        SentenceTransformerTrainingArguments,
+    )
+
+    from medeir_rag.export import DOCUMENT_PROMPT, QUERY_PROMPT
+
+    if not config.init:
+        raise ValueError("finetune needs init=<pretrain final/ folder> (--init)")
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    out = Path(config.out_dir)
+    run = RunDir(out, is_main=int(os.environ.get("RANK", 0)) == 0)
+    run.write_config(config)
+    seed_everything(config.train.seed)
+    device = resolve_st_device(config.train.device)
+
+    model = load_init_model(config.init, out / INIT_DIR, device)
+    saved_window = model.max_seq_length
+    model.max_seq_length = min(config.train.max_seq_length, saved_window or config.train.max_seq_length)
+
+    eval_pairs = heldout_medquad_pairs(config.data, config.data.eval_pairs)
+    if len(eval_pairs) < 2:
+        raise ValueError("fewer than 2 held-out MedQuAD training pairs: raise data.holdout_percent or max_records")
+    t0 = time.perf_counter()
+    pairs, counts = build_pairs(config.data, exclude_texts={t for p in eval_pairs for t in (p.anchor, p.positive)})
+    mine_hard_negatives(pairs, config.data)
+    print0(f"pairs: {len(pairs)} {counts}, {config.data.hard_negatives} BM25 negatives each "
+           f"({time.perf_counter() - t0:.1f}s); eval: {len(eval_pairs)} held-out MedQuAD pairs")
+
+    mrr_before = retrieval_mrr(model, eval_pairs)
+    mrr_bm25 = bm25_mrr(eval_pairs)
+    print0(f"MRR@10 before: {mrr_before:.4f} (BM25: {mrr_bm25:.4f})")
+
+    pair_loss, dims = build_pair_loss(model, config)
+    datasets: dict[str, Any] = {"pairs": pairs_dataset(pairs, config.data.hard_negatives)}
+    losses: dict[str, torch.nn.Module] = {"pairs": pair_loss}
+    category_names: list[str] = []
+    if config.category.weight > 0:
+        datasets["categories"], category_names = category_dataset(pairs, config)
+        losses["categories"] = ScaledLoss(BatchAllTripletLoss(model, margin=config.category.margin),
+                                          config.category.weight)
+        print0(f"category objective: {len(datasets['categories'])} rows, {len(category_names)} labels, "
+               f"weight {config.category.weight}")
+    prompts = {"anchor": QUERY_PROMPT, "positive": DOCUMENT_PROMPT}
+    prompts.update({f"negative_{j + 1}": DOCUMENT_PROMPT for j in range(config.data.hard_negatives)})
+
+    args = training_arguments(
+        SentenceTransformerTrainingArguments, out, config.optim, config.train, device,
+        batch_sampler=BatchSamplers.NO_DUPLICATES, prompts=prompts,
+    )
+    multi = len(datasets) > 1
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args,
+        train_dataset=datasets if multi else datasets["pairs"],
+        loss=losses if multi else losses["pairs"],
+    )
+    t_train = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=last_trainer_checkpoint(out))
+    train_seconds = time.perf_counter() - t_train
+
+    model.max_seq_length = saved_window
+    mrr_after = retrieval_mrr(model, eval_pairs)
+    final = out / FINAL_DIR
+    if run.is_main:
+        if final.exists():
+            shutil.rmtree(final)
+        model.save(str(final))
+    rows = write_trainer_log(run, trainer.state.log_history, "contrastive fine-tuning")
+    losses_logged = [r["loss"] for r in rows if "loss" in r]
+    summary = {
+        "stage": "finetune",
+        "init": str(config.init),
+        "pairs": len(pairs),
+        "pairs_per_source": counts,
+        "hard_negatives": config.data.hard_negatives,
+        "matryoshka_dims": dims,
+        "category_labels": len(category_names),
+        "steps": trainer.state.global_step,
+        "train_seconds": round(train_seconds, 1),
+        "wall_time": format_seconds(time.time() - run.started),
+        "first_loss": losses_logged[0] if losses_logged else None,
+        "final_loss": losses_logged[-1] if losses_logged else None,
+        "train_loss": getattr(result, "training_loss", None),
+        "eval_pairs": len(eval_pairs),
+        "mrr@10_before": round(mrr_before, 4),
+        "mrr@10_after": round(mrr_after, 4),
+        "mrr@10_bm25": round(mrr_bm25, 4),
+        "output": str(final),
+    }
+    run.write_summary(summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------
+# Command line
+
+SUGAR = {"init": "init", "max_steps": "train.max_steps", "epochs": "train.epochs", "lr": "optim.lr",
+         "seed": "train.seed", "device": "train.device", "data_dir": "data.data_dir"}
+
+
+def build_parser():
+    p = stage_parser("finetune", __doc__.split("\n\n")[0], default_config="tiny")
+    p.add_argument("--init", default=None, help="pretrain final/ folder (or an ST folder) to start from")
+    p.add_argument("--max-steps", type=int, default=None, help="= --set train.max_steps=N")
+    p.add_argument("--epochs", type=float, default=None, help="= --set train.epochs=X")
+    p.add_argument("--lr", type=float, default=None, help="= --set optim.lr=X")
+    p.add_argument("--seed", type=int, default=None, help="= --set train.seed=N")
+    p.add_argument("--device", default=None, help="= --set train.device=D")
+    p.add_argument("--data-dir", default=None, help="= --set data.data_dir=DIR")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = resolve_stage_config("finetune", args, SUGAR)
+    try:
+        train(config)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"medeir finetune: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

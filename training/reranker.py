@@ -1,0 +1,219 @@
+"""Reranker stage: a cross-encoder on the pretrained backbone, trained on mined pairs.
+
+Usage::
+
+    python -m medeir_rag.training.reranker --config cpu --init runs/pretrain-cpu/final --out runs/reranker-cpu
+
+Design choices:
+
+- **Backbone**: ``MedeirForSequenceClassification.from_pretrained(final/, num_labels=1)``
+  takes the pretrained encoder *and* the MLM head's dense+LayerNorm transform (the two
+  heads share their layout); only the 1-logit classifier starts from scratch. The
+  pair is encoded as ``[CLS] query [SEP] document [SEP]`` and mean-pooled.
+  ``init`` may also be the fine-tuned bi-encoder (``finetune``'s ``final/``): its
+  encoder has already learned query-passage relevance, which a weak MLM backbone has
+  not (on the 2-core ``cpu`` run, an MLM-initialised reranker stayed far below BM25);
+  a CrossEncoder folder is loaded as is (continued training).
+- **Data**: the pair sources of ``pairs.py`` (span pairs off by default: a reranker
+  judges query-document relevance, not span continuity), each positive with
+  ``negatives_per_positive`` BM25-mined negatives from the same source, flattened to
+  ``(query, document, label)`` rows.
+- **Objective**: sentence-transformers' ``CrossEncoderTrainer`` with
+  ``BinaryCrossEntropyLoss`` (pointwise BCE on the logit; ``pos_weight`` balances the
+  1:k label ratio so the model is not pushed to say "irrelevant" by default).
+- **Check**: held-out MedQuAD *training-split* pairs; each query's candidates are its
+  top ``eval_candidates`` BM25 hits among the eval answers (its own answer added if
+  BM25 missed it); MRR@10 of BM25's order, of the untrained and of the trained
+  reranker.
+- **Output**: ``final/`` written by ``medeir_rag.export.save_cross_encoder`` (loads
+  with ``CrossEncoder(path)``, no ``trust_remote_code``), plus the usual
+  ``config.yaml``, ``metrics.jsonl``, ``loss_curve.png``, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import medeir_rag  # noqa: F401  (registers the medeir model type)
+
+from .common import RunDir, format_seconds, print0, resolve_stage_config, seed_everything, stage_parser
+from .config import RerankerConfig
+from .finetune import last_trainer_checkpoint, resolve_st_device, training_arguments, write_trainer_log
+from .pairs import Bm25Index, Pair, build_pairs, heldout_medquad_pairs, mine_hard_negatives, mrr_at_k
+
+FINAL_DIR = "final"
+INIT_DIR = "init"
+
+
+def load_init_cross_encoder(init: str | Path, staging: Path, max_length: int, device: str):
+    """A ``CrossEncoder`` on the pretrained backbone (a CrossEncoder folder is loaded as is)."""
+    from sentence_transformers import CrossEncoder
+
+    from medeir_rag.export import save_cross_encoder
+    from medeir_rag.modeling import MedeirForSequenceClassification
+    from medeir_rag.tokenization import load_tokenizer
+
+    init = Path(init)
+    if not (init / "config.json").is_file():
+        raise FileNotFoundError(f"init model folder not found or not an HF model folder: {init}")
+    st_config = init / "config_sentence_transformers.json"
+    if st_config.is_file() and json.loads(st_config.read_text()).get("model_type") == "CrossEncoder":
+        return CrossEncoder(str(init), device=device, max_length=max_length)
+    if not (staging / "config.json").is_file():
+        # an MLM folder (encoder + MLM transform reused as the head) or a fine-tuned
+        # bi-encoder folder (its encoder; a MedeirModel checkpoint at the ST folder's root)
+        model = MedeirForSequenceClassification.from_pretrained(str(init), num_labels=1)
+        save_cross_encoder(model, load_tokenizer(init), staging, max_length=max_length)
+    return CrossEncoder(str(staging), device=device, max_length=max_length)
+
+
+def rows_dataset(pairs: list[Pair]):
+    """``query, document, label`` rows: each positive (1) then its negatives (0)."""
+    from datasets import Dataset
+
+    queries, docs, labels = [], [], []
+    for p in pairs:
+        for doc, label in [(p.positive, 1.0)] + [(n, 0.0) for n in p.negatives]:
+            queries.append(p.anchor)
+            docs.append(doc)
+            labels.append(label)
+    return Dataset.from_dict({"query": queries, "document": docs, "label": labels})
+
+
+def bm25_candidates(eval_pairs: list[Pair], k: int) -> list[list[int]]:
+    """Per query, its top-``k`` BM25 hits among the eval answers (own answer added if missed)."""
+    hits = Bm25Index([p.positive for p in eval_pairs]).search([p.anchor for p in eval_pairs], k)
+    out = []
+    for i, row in enumerate(hits):
+        row = [int(j) for j in row]
+        if i not in row:
+            row[-1] = i
+        out.append(row)
+    return out
+
+
+@torch.no_grad()
+def rerank_mrr(model, eval_pairs: list[Pair], candidates: list[list[int]], k: int = 10, batch_size: int = 32) -> float:
+    """MRR@k after reranking each query's candidates with the cross-encoder."""
+    flat = [(eval_pairs[i].anchor, eval_pairs[j].positive) for i, row in enumerate(candidates) for j in row]
+    scores = np.asarray(model.predict(flat, batch_size=batch_size, show_progress_bar=False), dtype=np.float64)
+    rankings, start = [], 0
+    for row in candidates:
+        part = scores[start : start + len(row)]
+        start += len(row)
+        rankings.append([row[j] for j in np.argsort(-part, kind="stable")])
+    return mrr_at_k(np.asarray(rankings), k)
+
+
+def train(config: RerankerConfig) -> dict[str, Any]:
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    from medeir_rag.export import save_cross_encoder
+
+    if not config.init:
+        raise ValueError("train-reranker needs init=<pretrain final/ folder> (--init)")
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    out = Path(config.out_dir)
+    run = RunDir(out, is_main=int(os.environ.get("RANK", 0)) == 0)
+    run.write_config(config)
+    seed_everything(config.train.seed)
+    device = resolve_st_device(config.train.device)
+    model = load_init_cross_encoder(config.init, out / INIT_DIR, config.train.max_seq_length, device)
+
+    eval_pairs = heldout_medquad_pairs(config.data, config.data.eval_pairs)
+    if len(eval_pairs) < 2:
+        raise ValueError("fewer than 2 held-out MedQuAD training pairs: raise data.holdout_percent or max_records")
+    candidates = bm25_candidates(eval_pairs, min(config.eval_candidates, len(eval_pairs)))
+    t0 = time.perf_counter()
+    pairs, counts = build_pairs(config.data, exclude_texts={t for p in eval_pairs for t in (p.anchor, p.positive)})
+    mine_hard_negatives(pairs, config.data, count=config.negatives_per_positive)
+    dataset = rows_dataset(pairs)
+    print0(f"pairs: {len(pairs)} {counts} -> {len(dataset)} rows ({time.perf_counter() - t0:.1f}s); "
+           f"eval: {len(eval_pairs)} held-out MedQuAD pairs x {len(candidates[0])} BM25 candidates")
+
+    mrr_bm25 = mrr_at_k(np.asarray(candidates), 10)
+    mrr_before = rerank_mrr(model, eval_pairs, candidates)
+    print0(f"MRR@10 before: {mrr_before:.4f} (BM25 order: {mrr_bm25:.4f})")
+
+    loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(config.negatives_per_positive)))
+    args = training_arguments(CrossEncoderTrainingArguments, out, config.optim, config.train, device)
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
+    t_train = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=last_trainer_checkpoint(out))
+    train_seconds = time.perf_counter() - t_train
+
+    mrr_after = rerank_mrr(model, eval_pairs, candidates)
+    final = out / FINAL_DIR
+    if run.is_main:
+        if final.exists():
+            shutil.rmtree(final)
+        save_cross_encoder(model.model.cpu(), model.tokenizer, final, max_length=config.max_length)
+    rows = write_trainer_log(run, trainer.state.log_history, "cross-encoder reranker")
+    losses_logged = [r["loss"] for r in rows if "loss" in r]
+    summary = {
+        "stage": "reranker",
+        "init": str(config.init),
+        "pairs": len(pairs),
+        "pairs_per_source": counts,
+        "rows": len(dataset),
+        "negatives_per_positive": config.negatives_per_positive,
+        "steps": trainer.state.global_step,
+        "train_seconds": round(train_seconds, 1),
+        "wall_time": format_seconds(time.time() - run.started),
+        "first_loss": losses_logged[0] if losses_logged else None,
+        "final_loss": losses_logged[-1] if losses_logged else None,
+        "train_loss": getattr(result, "training_loss", None),
+        "eval_pairs": len(eval_pairs),
+        "eval_candidates": len(candidates[0]),
+        "mrr@10_bm25_order": round(mrr_bm25, 4),
+        "mrr@10_before": round(mrr_before, 4),
+        "mrr@10_after": round(mrr_after, 4),
+        "output": str(final),
+    }
+    run.write_summary(summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------
+# Command line
+
+SUGAR = {"init": "init", "max_steps": "train.max_steps", "epochs": "train.epochs", "lr": "optim.lr",
+         "seed": "train.seed", "device": "train.device", "data_dir": "data.data_dir"}
+
+
+def build_parser():
+    p = stage_parser("train-reranker", __doc__.split("\n\n")[0], default_config="tiny")
+    p.add_argument("--init", default=None, help="pretrain final/ (MLM), finetune final/ (bi-encoder) or a CrossEncoder folder")
+    p.add_argument("--max-steps", type=int, default=None, help="= --set train.max_steps=N")
+    p.add_argument("--epochs", type=float, default=None, help="= --set train.epochs=X")
+    p.add_argument("--lr", type=float, default=None, help="= --set optim.lr=X")
+    p.add_argument("--seed", type=int, default=None, help="= --set train.seed=N")
+    p.add_argument("--device", default=None, help="= --set train.device=D")
+    p.add_argument("--data-dir", default=None, help="= --set data.data_dir=DIR")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = resolve_stage_config("reranker", args, SUGAR)
+    try:
+        train(config)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"medeir train-reranker: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
