@@ -222,3 +222,36 @@ def format_seconds(seconds: float) -> str:
     minutes, sec = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{sec:02d}s" if hours else f"{minutes}m{sec:02d}s"
+
+
+# ----------------------------------------------------------------------------
+# Command line shared by the sentence-transformers trainer stages (finetune, reranker)
+
+TRAINER_SUGAR = {"init": "init", "max_steps": "train.max_steps", "epochs": "train.epochs", "lr": "optim.lr",
+                 "seed": "train.seed", "device": "train.device", "data_dir": "data.data_dir"}
+
+
+def trainer_stage_parser(command: str, description: str, init_help: str) -> argparse.ArgumentParser:
+    """``stage_parser`` plus the flag shortcuts both trainer stages take (see ``TRAINER_SUGAR``)."""
+    p = stage_parser(command, description, default_config="tiny")
+    p.add_argument("--init", default=None, help=init_help)
+    p.add_argument("--max-steps", type=int, default=None, help="= --set train.max_steps=N")
+    p.add_argument("--epochs", type=float, default=None, help="= --set train.epochs=X")
+    p.add_argument("--lr", type=float, default=None, help="= --set optim.lr=X")
+    p.add_argument("--seed", type=int, default=None, help="= --set train.seed=N")
+    p.add_argument("--device", default=None, help="= --set train.device=D")
+    p.add_argument("--data-dir", default=None, help="= --set data.data_dir=DIR")
+    return p
+
+
+def run_trainer_stage(stage: str, command: str, parser: argparse.ArgumentParser, train, argv) -> int:
+    """Parse, resolve the config, train; a bad corpus or path is one clear line and exit code 1."""
+    import sys
+
+    config = resolve_stage_config(stage, parser.parse_args(argv), TRAINER_SUGAR)
+    try:
+        train(config)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"medeir {command}: {error}", file=sys.stderr)
+        return 1
+    return 0

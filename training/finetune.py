@@ -49,7 +49,6 @@ import json
 import os
 import random
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,7 @@ import torch
 
 import medeir_rag  # noqa: F401  (registers the medeir model type)
 
-from .common import RunDir, format_seconds, print0, resolve_stage_config, seed_everything, stage_parser
+from .common import RunDir, format_seconds, print0, run_trainer_stage, seed_everything, trainer_stage_parser
 from .config import FinetuneConfig, OptimSection, StTrain
 from .pairs import Pair, bm25_mrr, build_pairs, heldout_medquad_pairs, mine_hard_negatives, mrr_at_k
 from .plots import plot_curves
@@ -374,31 +373,12 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
 # ----------------------------------------------------------------------------
 # Command line
 
-SUGAR = {"init": "init", "max_steps": "train.max_steps", "epochs": "train.epochs", "lr": "optim.lr",
-         "seed": "train.seed", "device": "train.device", "data_dir": "data.data_dir"}
-
-
 def build_parser():
-    p = stage_parser("finetune", __doc__.split("\n\n")[0], default_config="tiny")
-    p.add_argument("--init", default=None, help="pretrain final/ folder (or an ST folder) to start from")
-    p.add_argument("--max-steps", type=int, default=None, help="= --set train.max_steps=N")
-    p.add_argument("--epochs", type=float, default=None, help="= --set train.epochs=X")
-    p.add_argument("--lr", type=float, default=None, help="= --set optim.lr=X")
-    p.add_argument("--seed", type=int, default=None, help="= --set train.seed=N")
-    p.add_argument("--device", default=None, help="= --set train.device=D")
-    p.add_argument("--data-dir", default=None, help="= --set data.data_dir=DIR")
-    return p
+    return trainer_stage_parser("finetune", __doc__.split("\n\n")[0], init_help="pretrain final/ folder (or an ST folder) to start from")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    config = resolve_stage_config("finetune", args, SUGAR)
-    try:
-        train(config)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"medeir finetune: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_trainer_stage("finetune", "finetune", build_parser(), train, argv)
 
 
 if __name__ == "__main__":
