@@ -255,3 +255,15 @@ def run_trainer_stage(stage: str, command: str, parser: argparse.ArgumentParser,
         print(f"medeir {command}: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def trainer_run_stats(trainer: Any, result: Any, run: RunDir, losses: list[float], train_seconds: float) -> dict:
+    """The summary fields every sentence-transformers trainer stage reports the same way."""
+    return {
+        "steps": trainer.state.global_step,
+        "train_seconds": round(train_seconds, 1),
+        "wall_time": format_seconds(time.time() - run.started),
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "train_loss": getattr(result, "training_loss", None),
+    }

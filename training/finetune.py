@@ -57,7 +57,14 @@ import torch
 
 import medeir_rag  # noqa: F401  (registers the medeir model type)
 
-from .common import RunDir, format_seconds, print0, run_trainer_stage, seed_everything, trainer_stage_parser
+from .common import (
+    RunDir,
+    print0,
+    run_trainer_stage,
+    seed_everything,
+    trainer_run_stats,
+    trainer_stage_parser,
+)
 from .config import FinetuneConfig, OptimSection, StTrain
 from .pairs import Pair, bm25_mrr, build_pairs, heldout_medquad_pairs, mine_hard_negatives, mrr_at_k
 from .plots import plot_curves
@@ -354,12 +361,7 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
         "hard_negatives": config.data.hard_negatives,
         "matryoshka_dims": dims,
         "category_labels": len(category_names),
-        "steps": trainer.state.global_step,
-        "train_seconds": round(train_seconds, 1),
-        "wall_time": format_seconds(time.time() - run.started),
-        "first_loss": losses_logged[0] if losses_logged else None,
-        "final_loss": losses_logged[-1] if losses_logged else None,
-        "train_loss": getattr(result, "training_loss", None),
+        **trainer_run_stats(trainer, result, run, losses_logged, train_seconds),
         "eval_pairs": len(eval_pairs),
         "mrr@10_before": round(mrr_before, 4),
         "mrr@10_after": round(mrr_after, 4),

@@ -44,7 +44,14 @@ import torch
 
 import medeir_rag  # noqa: F401  (registers the medeir model type)
 
-from .common import RunDir, format_seconds, print0, run_trainer_stage, seed_everything, trainer_stage_parser
+from .common import (
+    RunDir,
+    print0,
+    run_trainer_stage,
+    seed_everything,
+    trainer_run_stats,
+    trainer_stage_parser,
+)
 from .config import RerankerConfig
 from .finetune import last_trainer_checkpoint, resolve_st_device, training_arguments, write_trainer_log
 from .pairs import Bm25Index, Pair, build_pairs, heldout_medquad_pairs, mine_hard_negatives, mrr_at_k
@@ -167,12 +174,7 @@ def train(config: RerankerConfig) -> dict[str, Any]:
         "pairs_per_source": counts,
         "rows": len(dataset),
         "negatives_per_positive": config.negatives_per_positive,
-        "steps": trainer.state.global_step,
-        "train_seconds": round(train_seconds, 1),
-        "wall_time": format_seconds(time.time() - run.started),
-        "first_loss": losses_logged[0] if losses_logged else None,
-        "final_loss": losses_logged[-1] if losses_logged else None,
-        "train_loss": getattr(result, "training_loss", None),
+        **trainer_run_stats(trainer, result, run, losses_logged, train_seconds),
         "eval_pairs": len(eval_pairs),
         "eval_candidates": len(candidates[0]),
         "mrr@10_bm25_order": round(mrr_bm25, 4),
