@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str | None, str]] = {
     "pretrain": ("medeir_rag.training.pretrain", "train", "masked-language-model pretraining"),
     "finetune": ("medeir_rag.training.finetune", "train", "contrastive fine-tuning of the embedder"),
     "train-reranker": ("medeir_rag.training.reranker", "train", "cross-encoder reranker training"),
+    "tune-hybrid": ("medeir_rag.training.hybrid", "eval", "choose the hybrid search's dense weight on held-out data"),
     "evaluate": ("medeir_rag.evaluate", "eval", "mteb retrieval benchmark with baselines"),
     "analyze": ("medeir_rag.embedding_space", "eval", "embedding-space analysis and plots"),
     "index": ("medeir_rag.indexing", "qdrant", "index documents into Qdrant"),

@@ -2,9 +2,11 @@
 
 Design choices:
 - **Rows.** BM25 (bm25s over words), BM25 over our medical tokenizer's pieces,
-  all-MiniLM-L6-v2, our model (dense), our model reranked by our cross-encoder over its
-  top ``--rerank-top-k`` (100), and hybrid = RRF (k=60) of our dense ranking and the
-  medical-token BM25 ranking. A row whose model is missing (no bundled model yet, no
+  all-MiniLM-L6-v2, our model (dense), hybrid = the convex combination of our dense and
+  the medical-token BM25 scores with the model's tuned ``alpha`` (``fusion.py``; what
+  ``medeir query`` does by default), plain RRF (k=60) of the same two rankings for
+  reference, and the hybrid ranking's top ``--rerank-top-k`` reranked by our
+  cross-encoder (what ``medeir query --rerank`` does). A row whose model is missing (no bundled model yet, no
   reranker) is skipped with a note in the table and the JSON, never an error.
 - **Same inputs, same scorer for every row.** Every row reads the same corpus string
   (``title + " " + text``), the same judged queries, and becomes a run dict
@@ -43,7 +45,7 @@ import numpy as np
 
 from medeir_rag.beir_data import BeirDataset, default_folders, load_beir, sha256_file
 from medeir_rag.embedding_cache import DEFAULT_CACHE_DIR, EmbeddingCache, weights_sha256
-from medeir_rag.fusion import RRF_K, fuse_runs
+from medeir_rag.fusion import RRF_K, HybridWeights, hybrid_runs, load_hybrid_weights, rrf_runs
 from medeir_rag.retrieval_metrics import K_VALUES, METRIC_LABELS, REPORTED_METRICS, Run, score_run, top_k
 
 if TYPE_CHECKING:
@@ -57,7 +59,8 @@ ROW_LABELS: dict[str, str] = {
     "minilm": "all-MiniLM-L6-v2",
     "medeir": "medeir (dense)",
     "medeir_rerank": "medeir + reranker",
-    "hybrid": "medeir + BM25 (RRF)",
+    "hybrid": "medeir + BM25 (hybrid)",
+    "rrf": "medeir + BM25 (RRF)",
 }
 PACKAGES = (
     "medeir_rag", "torch", "transformers", "sentence-transformers", "tokenizers", "mteb", "pytrec-eval-terrier",
@@ -158,8 +161,10 @@ class Systems:
     """What the rows need, loaded once: models (``None`` when skipped) and BM25 tokenizers."""
 
     ours: Any
+    hybrid: HybridWeights | None
     minilm: Any
     cross_encoder: Any
+    cross_encoder_name: str
     words: Any
     pieces: Any
 
@@ -201,15 +206,19 @@ def evaluate_dataset(
         checks[key] = _check_against_mteb(mteb_scores, rows[key]["all_scores"])
         if not checks[key] <= 1e-9:
             logger.warning("%s on %s: score_run differs from mteb by %g", key, dataset.name, checks[key])
-    if systems.ours is not None and systems.cross_encoder is not None:
+    if systems.ours is not None and systems.hybrid is not None:
         started = time.perf_counter()
-        run = rerank_run(systems.cross_encoder, dataset, runs["medeir"], args.rerank_top_k,
-                         show_progress=show_progress)
-        add("medeir_rerank", f"{systems.ours.name} + reranker@{args.rerank_top_k}", run, started)
-    if systems.ours is not None:
+        run = hybrid_runs(runs["medeir"], runs["bm25_medeir"], systems.hybrid.alpha, top_k=depth)
+        add("hybrid", f"{systems.ours.name} + BM25 medeir-tokens ({systems.hybrid.label})", run, started)
         started = time.perf_counter()
-        run = fuse_runs([runs["medeir"], runs["bm25_medeir"]], k=args.rrf_k, top_k=depth)
-        add("hybrid", f"{systems.ours.name} + BM25 medeir-tokens (RRF k={args.rrf_k})", run, started)
+        run = rrf_runs([runs["medeir"], runs["bm25_medeir"]], k=args.rrf_k, top_k=depth)
+        add("rrf", f"{systems.ours.name} + BM25 medeir-tokens (RRF k={args.rrf_k})", run, started)
+        if systems.cross_encoder is not None:
+            started = time.perf_counter()
+            run = rerank_run(systems.cross_encoder, dataset, runs["hybrid"], args.rerank_top_k,
+                             show_progress=show_progress)
+            add("medeir_rerank", f"hybrid top {args.rerank_top_k} reranked by {systems.cross_encoder_name}",
+                run, started)
     return rows, checks
 
 
@@ -297,7 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reranker", default=None, help="cross-encoder dir (default: the bundled reranker)")
     parser.add_argument("--no-reranker", action="store_true", help="skip the reranker row")
     parser.add_argument("--no-minilm", action="store_true", help="skip the all-MiniLM-L6-v2 row")
-    parser.add_argument("--rerank-top-k", type=int, default=100, help="documents the reranker rescores (default 100)")
+    parser.add_argument("--rerank-top-k", type=int, default=100,
+                        help="hybrid hits the reranker rescores (default 100)")
+    parser.add_argument("--alpha", type=float, default=None,
+                        help="dense weight of the hybrid row (default: the model's hybrid.json, else 0.5)")
     parser.add_argument("--rrf-k", type=int, default=RRF_K, help=f"RRF constant of the hybrid row (default {RRF_K})")
     parser.add_argument("--stem", choices=("auto", "yes", "no"), default="auto",
                         help="Snowball stemming for word BM25 (auto: when PyStemmer is installed)")
@@ -350,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ours = _load_model(args)
         models["medeir"] = ours.describe()
     except Skip as reason:
-        skipped.update({k: str(reason) for k in ("medeir", "medeir_rerank", "hybrid")})
+        skipped.update({k: str(reason) for k in ("medeir", "medeir_rerank", "hybrid", "rrf")})
     if ours is not None:
         try:
             cross_encoder, models["reranker"] = _load_reranker(args)
@@ -366,7 +378,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     models["bm25"] = {"tokenizer": words.description, "k1": 1.5, "b": 0.75, "method": "lucene"}
     models["bm25_medeir"] = {"tokenizer": pieces.description, "k1": 1.5, "b": 0.75, "method": "lucene"}
 
-    systems = Systems(ours=ours, minilm=minilm, cross_encoder=cross_encoder, words=words, pieces=pieces)
+    hybrid = None
+    if ours is not None:
+        hybrid = load_hybrid_weights(ours.path) if args.alpha is None else HybridWeights(alpha=args.alpha)
+        models["hybrid"] = {"alpha": hybrid.alpha, "provenance": hybrid.provenance}
+    systems = Systems(ours=ours, hybrid=hybrid, minilm=minilm, cross_encoder=cross_encoder,
+                      cross_encoder_name=models.get("reranker", {}).get("name", ""), words=words, pieces=pieces)
     results: dict[str, Any] = {}
     checks: dict[str, dict[str, float]] = {}
     for dataset in datasets:
@@ -381,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "device": args.device,
         "seeds": {"python_numpy_torch": args.seed, "mteb_task": 42},
         "settings": {"k_values": list(K_VALUES), "rerank_top_k": args.rerank_top_k, "rrf_k": args.rrf_k,
+                     "hybrid_alpha": None if hybrid is None else hybrid.alpha,
                      "truncate_dim": args.truncate_dim, "split": args.split},
         "models": models,
         "results": results,

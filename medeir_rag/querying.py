@@ -8,10 +8,10 @@ Examples::
     medeir query "stroke warning signs" --rerank out/reranker --candidates 50
 
 ``--mode``: ``dense`` (medeir embeddings), ``sparse`` (BM25-style weights over the medical
-tokenizer's pieces) or ``hybrid`` (reciprocal rank fusion of both; the default). A query
+tokenizer's pieces) or ``hybrid`` (convex combination of both with the model's tuned weight; the default). A query
 longer than the model window is truncated to it, with a warning. With ``--rerank`` the
 ``--candidates`` best chunks are re-scored by the cross-encoder and the printed score is its
-probability; otherwise the score is the retrieval score of the mode (cosine, BM25 or RRF).
+probability; otherwise the score is the retrieval score of the mode (cosine, BM25, or the fused score in [0, 1]).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--candidates", type=int, default=None,
-        help="chunks retrieved before reranking or fusion (default: max(4 * top-k, 20))",
+        help="chunks retrieved before reranking, and by each side before hybrid fusion (default: max(4 * top-k, 20) with --rerank, else 100 per side)",
     )
     parser.add_argument("--snippet-chars", type=int, default=240, help="characters of each chunk to print (default: 240)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             encoder, collection=args.collection, path=args.qdrant_path, url=args.qdrant_url, api_key=args.qdrant_api_key
         )
         hits = store.search(
-            args.query, top_k=candidates if reranker else args.top_k, mode=args.mode, candidates=candidates
+            args.query, top_k=candidates if reranker else args.top_k, mode=args.mode, candidates=args.candidates
         )
     except (FileNotFoundError, NotADirectoryError, ModelFileError, CollectionNotFoundError,
             CollectionMismatchError, StorageLockedError, ValueError) as error:

@@ -13,8 +13,11 @@ Design choices:
   term-frequency part, ``tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / 256))``; Qdrant adds
   the IDF part (``Modifier.IDF``) from the live collection. A query weight is 1 per
   distinct token, so a sparse score is BM25 with a fixed average length of 256 tokens.
-- **Hybrid = reciprocal rank fusion** of a dense and a sparse prefetch
-  (``query_points(prefetch=[dense, sparse], query=FusionQuery(fusion=Fusion.RRF))``).
+- **Hybrid = convex combination** of the min-max-normalised dense and sparse scores with
+  the model's tuned dense weight (``fusion.convex_combination``, alpha from the model's
+  ``hybrid.json``). Both candidate lists come from one ``query_batch_points`` call and
+  are fused here rather than by Qdrant's RRF, so search runs the very function that
+  ``medeir evaluate`` scores, in embedded and server mode alike.
 - **Deterministic point ids**, ``uuid5(document id, chunk index)``, and a per-document
   ``doc_key`` (a hash of title, text and chunking settings) in each payload. Before a batch
   is embedded, its ids are fetched with ``retrieve``: a document whose every chunk is
@@ -46,11 +49,13 @@ from tqdm.auto import tqdm
 from medeir_rag.chunking import Chunk, TokenWindow, chunk_text, count_tokens
 from medeir_rag.documents import SourceDocument
 from medeir_rag.encoder import MedeirEncoder
+from medeir_rag.fusion import HybridWeights, convex_combination, load_hybrid_weights
 
 logger = logging.getLogger(__name__)
 
 SearchMode = Literal["dense", "sparse", "hybrid"]
 SEARCH_MODES: tuple[str, ...] = ("dense", "sparse", "hybrid")
+HYBRID_CANDIDATES = 100  # per side, before fusion: the depth evaluate and tune-hybrid normalise over
 DEFAULT_QDRANT_PATH = Path(".medeir") / "qdrant"
 DEFAULT_COLLECTION = "medeir"
 DENSE_VECTOR = "dense"
@@ -528,6 +533,7 @@ class MedeirVectorStore:
         mode: SearchMode = "hybrid",
         candidates: int | None = None,
         query_filter: Any = None,
+        alpha: float | None = None,
     ) -> list[SearchHit]:
         """The ``top_k`` best chunks for ``query``.
 
@@ -535,10 +541,13 @@ class MedeirVectorStore:
             query: the question; one longer than the model window is truncated to it, with a
                 logged warning (the sparse part always uses every token).
             top_k: results to return (> 0).
-            mode: ``"dense"``, ``"sparse"`` or ``"hybrid"`` (reciprocal rank fusion of both).
-            candidates: hybrid only: results each side contributes before fusion
-                (default ``max(4 * top_k, 20)``).
+            mode: ``"dense"``, ``"sparse"`` or ``"hybrid"`` (convex combination of both).
+            candidates: hybrid only: results each side contributes before fusion; the
+                scores are normalised over them (default ``max(top_k, 100)``, the depth
+                ``medeir evaluate`` and ``medeir tune-hybrid`` use).
             query_filter: a ``qdrant_client.models.Filter`` on the payload.
+            alpha: hybrid only: the dense side's weight in [0, 1] (default: the model's
+                ``hybrid.json``, else 0.5).
 
         Raises:
             ValueError: ``top_k <= 0``, an unknown mode, or an empty query.
@@ -554,7 +563,7 @@ class MedeirVectorStore:
         if not query.strip():
             raise ValueError("query is empty")
         self.check()
-        candidates = candidates or max(4 * top_k, 20)
+        candidates = candidates or max(top_k, HYBRID_CANDIDATES)
 
         def dense_vector() -> list[float]:
             return self.encoder.encode_query(query, overlong="truncate", show_progress=False).tolist()
@@ -574,24 +583,30 @@ class MedeirVectorStore:
                 query_filter=query_filter, with_payload=True,
             )
         else:
-            prefetch = [models.Prefetch(query=dense_vector(), using=DENSE_VECTOR, limit=candidates, filter=query_filter)]
-            if indices:
-                prefetch.append(models.Prefetch(query=sparse, using=SPARSE_VECTOR, limit=candidates, filter=query_filter))
-            response = self.client.query_points(
-                self.collection, prefetch=prefetch, query=models.FusionQuery(fusion=models.Fusion.RRF),
-                limit=top_k, with_payload=True,
-            )
-        return [
-            SearchHit(
-                doc_id=p.payload["doc_id"],
-                chunk_index=p.payload["chunk_index"],
-                score=float(p.score),
-                title=p.payload.get("title", ""),
-                text=p.payload["text"],
-                start=p.payload["start"],
-                end=p.payload["end"],
-                meta=p.payload.get("meta") or {},
-                id=str(p.id),
-            )
-            for p in response.points
-        ]
+            return self._hybrid_search(dense_vector(), sparse, top_k, candidates, query_filter, alpha)
+        return [_hit(p, p.score) for p in response.points]
+
+    def _hybrid_search(
+        self, dense: list[float], sparse: Any, top_k: int, candidates: int, query_filter: Any, alpha: float | None,
+    ) -> list[SearchHit]:
+        """Both candidate lists in one batch call, fused by ``convex_combination``."""
+        from qdrant_client import models
+
+        alpha = load_hybrid_weights(self.encoder.path).alpha if alpha is None else HybridWeights(alpha=alpha).alpha
+        requests = [models.QueryRequest(query=dense, using=DENSE_VECTOR, limit=candidates, filter=query_filter)]
+        if sparse.indices:
+            requests.append(models.QueryRequest(query=sparse, using=SPARSE_VECTOR, limit=candidates, filter=query_filter))
+        responses = self.client.query_batch_points(self.collection, requests=requests)
+        sides = [{str(p.id): float(p.score) for p in response.points} for response in responses]
+        fused = convex_combination(sides[0], sides[1] if len(sides) > 1 else {}, alpha, top_k)
+        points = {str(p.id): p for p in self.client.retrieve(self.collection, ids=list(fused), with_payload=True)}
+        return [_hit(points[point_id], score) for point_id, score in fused.items() if point_id in points]
+
+
+def _hit(point: Any, score: float) -> SearchHit:
+    payload = point.payload
+    return SearchHit(
+        doc_id=payload["doc_id"], chunk_index=payload["chunk_index"], score=float(score),
+        title=payload.get("title", ""), text=payload["text"], start=payload["start"], end=payload["end"],
+        meta=payload.get("meta") or {}, id=str(point.id),
+    )

@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 from medeir_rag.beir_data import choose_split, document_text, load_beir
-from medeir_rag.fusion import fuse_runs, reciprocal_rank_fusion
+from medeir_rag.fusion import (
+    HybridWeights,
+    convex_combination,
+    hybrid_runs,
+    load_hybrid_weights,
+    reciprocal_rank_fusion,
+    rrf_runs,
+    save_hybrid_weights,
+)
 from medeir_rag.retrieval_metrics import score_run, top_k
 
 DOCS = [
@@ -105,7 +113,35 @@ def test_reciprocal_rank_fusion_by_hand() -> None:
     assert fused["b"] == pytest.approx(1 / 62)
     assert list(fused) == ["a", "c", "b"]
     assert list(reciprocal_rank_fusion([dense, sparse], top_k=1)) == ["a"]
-    assert fuse_runs([{"q": dense}, {"q": sparse, "r": {"z": 1.0}}])["r"] == {"z": pytest.approx(1 / 61)}
+    assert rrf_runs([{"q": dense}, {"q": sparse, "r": {"z": 1.0}}])["r"] == {"z": pytest.approx(1 / 61)}
+
+
+def test_convex_combination_by_hand() -> None:
+    dense = {"a": 0.9, "b": 0.7, "c": 0.5}  # min-max: a 1, b 0.5, c 0
+    sparse = {"c": 12.0, "a": 4.0, "d": 2.0}  # min-max: c 1, a 0.2, d 0
+    fused = convex_combination(dense, sparse, alpha=0.25)
+    assert fused == pytest.approx({"c": 0.75, "a": 0.25 + 0.75 * 0.2, "b": 0.125, "d": 0.0})
+    assert list(fused) == ["c", "a", "b", "d"]
+    assert list(convex_combination(dense, sparse, alpha=1.0, top_k=2)) == ["a", "b"]  # dense order alone
+    assert list(convex_combination(dense, sparse, alpha=0.0))[:2] == ["c", "a"]  # sparse order alone
+    assert convex_combination({"x": 3.0}, {}, 0.5) == {"x": 0.5}  # one-element list: normalised to 1
+    with pytest.raises(ValueError, match="alpha"):
+        convex_combination(dense, sparse, alpha=1.5)
+    runs = hybrid_runs({"q": dense, "r": {"z": 1.0}}, {"q": sparse}, alpha=0.25)
+    assert runs["q"] == fused and runs["r"] == {"z": 0.25}
+
+
+def test_hybrid_weights_file_round_trip(tmp_path: Path) -> None:
+    assert load_hybrid_weights(tmp_path).alpha == 0.5  # no hybrid.json: the default
+    save_hybrid_weights(tmp_path, HybridWeights(alpha=0.3, provenance={"chosen_by": "test"}))
+    loaded = load_hybrid_weights(tmp_path)
+    assert loaded.alpha == 0.3 and loaded.provenance == {"chosen_by": "test"}
+    (tmp_path / "hybrid.json").write_text('{"alpha": "high"}')
+    with pytest.raises(ValueError, match="not a valid hybrid weights file"):
+        load_hybrid_weights(tmp_path)
+    (tmp_path / "hybrid.json").write_text('{"alpha": 2}')
+    with pytest.raises(ValueError, match="must be in"):
+        load_hybrid_weights(tmp_path)
 
 
 # ----------------------------------------------------------------------------
@@ -173,7 +209,7 @@ def test_main_end_to_end_with_cache(beir_dir, tiny_model_dir, tiny_reranker_dir,
     args = ("--model", str(tiny_model_dir), "--reranker", str(tiny_reranker_dir), "--rerank-top-k", "5")
     first = _run_main(beir_dir, tmp_path / "out1", cache, *args)
     rows = first["results"]["tinymed"]["rows"]
-    assert set(rows) == {"bm25", "bm25_medeir", "minilm", "medeir", "medeir_rerank", "hybrid"}
+    assert set(rows) == {"bm25", "bm25_medeir", "minilm", "medeir", "medeir_rerank", "hybrid", "rrf"}
     assert first["results"]["tinymed"]["dataset"]["split"] == "dev"
     for row in rows.values():
         assert set(row["metrics"]) == {"ndcg_at_10", "map_at_10", "recall_at_10", "recall_at_100", "precision_at_10", "mrr_at_10"}
@@ -183,8 +219,9 @@ def test_main_end_to_end_with_cache(beir_dir, tiny_model_dir, tiny_reranker_dir,
     assert first["versions"]["mteb"] != "not installed" and first["seeds"]["python_numpy_torch"] == 0
     # BM25 finds every relevant document but d6, which shares no word with q2: (1 + 1/2 + 1 + 1) / 4.
     assert rows["bm25"]["metrics"]["recall_at_100"] == 0.875
-    # Reranking only reorders the dense top 5: its recall@5 equals the dense recall@5.
-    assert rows["medeir_rerank"]["all_scores"]["recall_at_5"] == rows["medeir"]["all_scores"]["recall_at_5"]
+    # Reranking only reorders the hybrid top 5: its recall@5 equals the hybrid recall@5.
+    assert rows["medeir_rerank"]["all_scores"]["recall_at_5"] == rows["hybrid"]["all_scores"]["recall_at_5"]
+    assert first["settings"]["hybrid_alpha"] == 0.5 and "convex, dense weight 0.5" in rows["hybrid"]["label"]
     npy = sorted(cache.glob("*.npy"))
     assert len(npy) == 4 and first["cache"]["misses"] == 4  # queries + documents, two models
     markdown = (tmp_path / "out1" / "results.md").read_text()
@@ -202,7 +239,7 @@ def test_missing_models_are_skipped_with_a_note(beir_dir, tmp_path) -> None:
                        "--no-minilm")
     block = report["results"]["tinymed"]
     assert set(block["rows"]) == {"bm25", "bm25_medeir"}
-    assert set(block["skipped"]) == {"medeir", "medeir_rerank", "hybrid", "minilm"}
+    assert set(block["skipped"]) == {"medeir", "medeir_rerank", "hybrid", "rrf", "minilm"}
     assert "not found" in block["skipped"]["medeir"]
     assert "skipped medeir (dense): model not found" in (tmp_path / "out" / "results.md").read_text()
 
@@ -214,6 +251,15 @@ def test_missing_reranker_only_skips_its_row(beir_dir, tiny_model_dir, tmp_path)
     assert "medeir_rerank" not in block["rows"] and "hybrid" in block["rows"]
     assert "reranker not found" in block["skipped"]["medeir_rerank"]
     assert report["cache"]["dir"] is None
+
+
+def test_alpha_option_sets_the_hybrid_weight(beir_dir, tiny_model_dir, tmp_path) -> None:
+    report = _run_main(beir_dir, tmp_path / "out", tmp_path / "c", "--model", str(tiny_model_dir), "--no-minilm",
+                       "--no-reranker", "--alpha", "1")
+    rows = report["results"]["tinymed"]["rows"]
+    # alpha 1 keeps the dense order (min-max is monotone; the dense run ranks every document).
+    assert rows["hybrid"]["all_scores"] == pytest.approx(rows["medeir"]["all_scores"])
+    assert report["settings"]["hybrid_alpha"] == 1.0 and report["models"]["hybrid"]["alpha"] == 1.0
 
 
 def test_embedding_cache_key_changes_with_truncate_dim(beir_dir, tiny_model_dir, tmp_path) -> None:

@@ -1,0 +1,186 @@
+"""Hybrid-weight stage: choose how much the hybrid search trusts the dense side.
+
+Usage::
+
+    medeir tune-hybrid --model runs/finetune-cpu/final --out runs/hybrid-cpu
+
+Why a stage of its own: the hybrid mode is a convex combination of the normalised dense
+and sparse scores (``fusion.convex_combination``), and its weight ``alpha`` should
+follow how good the dense model is: a small model trained on little data can be far
+weaker than BM25 on one kind of query, and then too much weight on it drags the fusion
+below BM25 alone. So alpha is measured per model and saved beside its weights
+(``hybrid.json``, read by ``medeir query``, ``MedeirVectorStore`` and ``medeir evaluate``).
+
+Design choices:
+
+- **Validation data is held out from training, never an evaluation set.** Two BEIR-shaped
+  sets are built from the records that ``text_sources.is_held_out`` keeps out of the
+  tokenizer, the pretraining corpus and the pair training: held-out MedQuAD
+  *training-split* questions over their answers (shaped like ``beir/medquad_qa``) and
+  held-out PubMed titles over their abstracts (a short statement over scientific
+  abstracts, like SciFact's claims). Each corpus is padded with ``--distractors``
+  training-split documents of the same source so the search is not trivially easy;
+  the dense model has seen those as training positives, which if anything favours it.
+- **Same runs, same scorer as ``medeir evaluate``**: dense through ``mteb``, sparse =
+  bm25s over the model's own WordPiece pieces, fused by ``fusion.hybrid_runs``, scored
+  by ``retrieval_metrics.score_run``. Equal-weight RRF is reported beside it.
+- **One number chosen**: the alpha with the best mean nDCG@10 over the validation sets,
+  from a fixed grid (0, 0.1, ..., 1); ties go to the alpha nearest 0.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from medeir_rag.fusion import RRF_K
+
+from .config import PairData
+from .pairs import heldout_medquad_pairs, iter_source_records, record_to_pair
+
+ALPHA_GRID = tuple(round(0.1 * i, 1) for i in range(11))
+DEFAULT_DISTRACTORS = 2000
+VALIDATION_SOURCES = {"medquad": "medquad-heldout", "title_abstract": "pubmed-heldout"}
+
+
+def _write_beir(folder: Path, queries: list[str], positives: list[str], distractors: list[str]) -> Path:
+    """A BEIR folder: query i is relevant to document i; distractors follow."""
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    with gzip.open(folder / "corpus.jsonl.gz", "wt", encoding="utf-8") as handle:
+        for i, text in enumerate([*positives, *distractors]):
+            handle.write(json.dumps({"_id": f"d{i}", "title": "", "text": text}) + "\n")
+    with open(folder / "queries.jsonl", "w", encoding="utf-8") as handle:
+        for i, text in enumerate(queries):
+            handle.write(json.dumps({"_id": f"q{i}", "text": text}) + "\n")
+    with open(folder / "qrels" / "validation.tsv", "w", encoding="utf-8") as handle:
+        handle.write("query-id\tcorpus-id\tscore\n")
+        handle.writelines(f"q{i}\td{i}\t1\n" for i in range(len(queries)))
+    return folder
+
+
+def build_validation_sets(data: PairData, out_dir: Path, distractors: int = DEFAULT_DISTRACTORS) -> list[Path]:
+    """BEIR folders of held-out MedQuAD-training and PubMed pairs (see the module docstring)."""
+    rng = random.Random(data.seed)
+    folders = []
+    for source, name in VALIDATION_SOURCES.items():
+        if source == "medquad":
+            held = heldout_medquad_pairs(data)
+        else:
+            held = [p for r in iter_source_records(source, data, split="heldout") if (p := record_to_pair(source, r, data))]
+        seen = {t for p in held for t in (p.anchor, p.positive)}
+        train_docs = list(dict.fromkeys(
+            p.positive for r in iter_source_records(source, data) if (p := record_to_pair(source, r, data))
+        ))
+        train_docs = [t for t in train_docs if t not in seen]
+        rng.shuffle(train_docs)
+        if len(held) < 2:
+            raise ValueError(f"fewer than 2 held-out {source} records: raise data.holdout_percent or max_records")
+        folders.append(_write_beir(out_dir / name, [p.anchor for p in held], [p.positive for p in held],
+                                   train_docs[:distractors]))
+    return folders
+
+
+def sweep(
+    model_dir: str | Path, folders: Sequence[Path], grid: Sequence[float] = ALPHA_GRID,
+    cache_dir: Path | None = None, show_progress: bool = True,
+) -> dict[str, Any]:
+    """nDCG@10 of every alpha on every validation set, plus dense, sparse and RRF alone."""
+    from medeir_rag.beir_data import load_beir, sha256_file
+    from medeir_rag.dense_models import load_medeir
+    from medeir_rag.embedding_cache import EmbeddingCache
+    from medeir_rag.fusion import hybrid_runs, rrf_runs
+    from medeir_rag.mteb_local import mteb_dense_eval
+    from medeir_rag.retrieval_metrics import score_run
+    from medeir_rag.sparse import bm25_run, medeir_tokenizer
+    from medeir_rag.tokenization import load_tokenizer
+
+    model = load_medeir(model_dir)
+    pieces = medeir_tokenizer(load_tokenizer(model.path))
+    cache = EmbeddingCache(cache_dir)
+    table: dict[str, dict[str, float]] = {}
+    for folder in folders:
+        dataset = load_beir(folder)
+        _, dense = mteb_dense_eval(model, dataset, cache, corpus_sha256=sha256_file(dataset.corpus_file),
+                                   show_progress=show_progress)
+        sparse = bm25_run(dataset.doc_ids, dataset.document_texts(), dataset.query_ids, dataset.query_texts(),
+                          pieces, k=100, show_progress=show_progress)
+        row = {"dense": score_run(dense, dataset.qrels)["ndcg_at_10"],
+               "sparse": score_run(sparse, dataset.qrels)["ndcg_at_10"],
+               "rrf": score_run(rrf_runs([dense, sparse], top_k=100), dataset.qrels)["ndcg_at_10"]}
+        for alpha in grid:
+            row[f"{alpha:g}"] = score_run(hybrid_runs(dense, sparse, alpha, top_k=100), dataset.qrels)["ndcg_at_10"]
+        table[dataset.name] = row
+    means = {f"{w:g}": sum(t[f"{w:g}"] for t in table.values()) / len(table) for w in grid}
+    best = max(grid, key=lambda a: (round(means[f"{a:g}"], 6), -abs(a - 0.5)))
+    return {"model": str(model.path), "grid": list(grid), "ndcg_at_10": table, "mean_ndcg_at_10": means,
+            "best_alpha": best, "datasets": {f.name: load_beir(f).summary() for f in folders}}
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """Validation nDCG@10 (%) per alpha, one column per set, then the mean."""
+    names = list(result["ndcg_at_10"])
+    lines = ["| alpha (dense weight) | " + " | ".join(names) + " | mean |", "|---|" + "---:|" * (len(names) + 1)]
+    rows = [("dense alone", "dense"), ("sparse alone (BM25, medeir pieces)", "sparse"),
+            (f"RRF k={RRF_K} (equal weights, for reference)", "rrf")]
+    rows += [(f"{a:g}" + (" (chosen)" if a == result["best_alpha"] else ""), f"{a:g}") for a in result["grid"]]
+    for label, key in rows:
+        values = [result["ndcg_at_10"][n][key] for n in names]
+        lines.append(f"| {label} | " + " | ".join(f"{100 * v:.2f}" for v in values)
+                     + f" | {100 * sum(values) / len(values):.2f} |")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medeir tune-hybrid", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="sentence-transformers model folder (default: the bundled model)")
+    parser.add_argument("--out", type=Path, default=Path("runs/hybrid"), help="validation sets and sweep results")
+    parser.add_argument("--data-dir", default=None, help="the shared data folder (default: ../shared/data)")
+    parser.add_argument("--distractors", type=int, default=DEFAULT_DISTRACTORS,
+                        help=f"training-split documents added to each validation corpus (default {DEFAULT_DISTRACTORS})")
+    parser.add_argument("--holdout-percent", type=float, default=2.0,
+                        help="the held-out share the model's training used (default 2.0, every preset's value)")
+    parser.add_argument("--max-records", type=int, default=None, help="read at most this many records per source")
+    parser.add_argument("--no-write", action="store_true", help="do not write hybrid.json into the model folder")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from medeir_rag.fusion import HybridWeights, save_hybrid_weights
+    from medeir_rag.model_files import resolve_model_path
+
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    started = time.perf_counter()
+    model_dir = resolve_model_path(args.model)
+    data = PairData(data_dir=args.data_dir, max_records=args.max_records, holdout_percent=args.holdout_percent)
+    folders = build_validation_sets(data, args.out / "validation", args.distractors)
+    result = sweep(model_dir, folders, cache_dir=args.out / "embedding-cache", show_progress=not args.quiet)
+    result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    table = markdown_table(result)
+    (args.out / "summary.json").write_text(json.dumps(result, indent=1))
+    (args.out / "sweep.md").write_text(table + "\n")
+    print(table)
+    best = result["best_alpha"]
+    if args.no_write:
+        print(f"best alpha {best:g} (not written: --no-write)")
+        return 0
+    weights = HybridWeights(alpha=best, provenance={
+        "chosen_by": "medeir tune-hybrid", "validation_sets": list(result["ndcg_at_10"]),
+        "mean_ndcg_at_10": round(result["mean_ndcg_at_10"][f"{best:g}"], 4),
+        "grid_mean_ndcg_at_10": {a: round(v, 4) for a, v in result["mean_ndcg_at_10"].items()},
+        "distractors": args.distractors,
+    })
+    path = save_hybrid_weights(model_dir, weights)
+    print(f"wrote {path}: {weights.label}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
