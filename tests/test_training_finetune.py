@@ -17,6 +17,8 @@ from medeir_rag.training.pairs import (
     Pair,
     build_pairs,
     heldout_medquad_pairs,
+    ict_pair,
+    iter_source_records,
     mine_hard_negatives,
     mrr_at_k,
     source_quotas,
@@ -80,6 +82,31 @@ def test_span_pairs_overlap_or_touch():
         p = [int(w[1:]) for w in pair.positive.split()]
         assert 5 <= len(a) <= 20 and 5 <= len(p) <= 20
         assert p[0] <= a[-1] + 1 and a[0] <= p[-1] + 1  # overlapping or adjacent
+
+
+def test_ict_pairs_take_one_sentence_out_of_the_abstract():
+    title = "Metformin in type 2 diabetes."
+    sentences = [f"Sentence {i} reports that metformin changed outcome {i} in adults." for i in range(6)]
+    data = PairData(span_min_words=5)
+    rng = random.Random(0)
+    kept = 0
+    for _ in range(300):
+        pair = ict_pair(title, " ".join(sentences), rng, data)
+        assert pair is not None and pair.source == "ict" and pair.anchor in sentences
+        assert pair.positive.startswith(title)
+        rest = pair.positive[len(title) :].strip()
+        kept += pair.anchor in rest
+        assert all(s in rest for s in sentences if s != pair.anchor)  # every other sentence stays
+    assert 10 <= kept <= 60  # the sentence stays in ~10% of pairs
+    assert ict_pair(title, "Too short. Two sentences.", rng, data) is None
+
+
+def test_ict_source_uses_each_abstract_once(pretrained):
+    data = pair_data(pretrained["data"]).model_copy(update={"weights": PairSources(**{**{k: 0.0 for k in WEIGHTS}, "ict": 1.0}), "num_pairs": 10_000})
+    pairs, counts = build_pairs(data)
+    abstracts = list(iter_source_records("ict", data))
+    # 10,000 asked for, but one pair per (non-held-out) abstract at most: spans would fill the quota
+    assert counts == {"ict": len(pairs)} and 0 < len(pairs) <= len(abstracts) < 10_000
 
 
 def test_build_pairs_keeps_held_out_pairs_out(pretrained):

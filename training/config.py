@@ -186,6 +186,7 @@ class PairSources(Section):
     wordnet: float = Field(0.25, ge=0, description="WordNet lemmas -> gloss")
     gcide: float = Field(0.25, ge=0, description="GCIDE headword -> entry")
     spans: float = Field(0.5, ge=0, description="DeCLUTR-style span pairs from abstracts")
+    ict: float = Field(0.0, ge=0, description="Inverse Cloze Task: abstract sentence -> title + rest of the abstract")
 
 
 class PairData(Section):

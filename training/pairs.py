@@ -9,7 +9,10 @@ Design choices:
   definition), ``wordnet`` (lemmas -> gloss), ``gcide`` (headword -> entry, with the
   headword removed from the entry so the pair is not a string match) and ``spans``
   (DeCLUTR-style: an anchor span and a positive span that overlaps it or sits next to
-  it in the same abstract; Giorgi et al. 2021).
+  it in the same abstract; Giorgi et al. 2021) and ``ict`` (Inverse Cloze Task, Lee,
+  Chang & Toutanova 2019: one sentence of an abstract -> the title and the rest of the
+  abstract, the sentence itself kept in 10% of pairs so lexical overlap still counts; a
+  single statement against a whole abstract, the shape of a SciFact-style claim query).
 - **One held-out rule everywhere**: a record is held out when
   ``text_sources.is_held_out(record_key)`` says so, the rule the tokenizer and the
   pretraining corpus used. Held-out MedQuAD training pairs (never the test split)
@@ -47,7 +50,11 @@ SOURCE_FILES: dict[str, str] = {
     "wordnet": "general/wordnet30_glosses.jsonl.gz",
     "gcide": "general/gcide.jsonl.gz",
     "spans": "pretrain/pubmed_abstracts_bionlp.jsonl.gz",
+    "ict": "pretrain/pubmed_abstracts_bionlp.jsonl.gz",
 }
+GENERATED_SOURCES = ("spans", "ict")  # pairs made from abstracts (ict: at most one per abstract)
+ICT_KEEP_SENTENCE = 0.1
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 
 
 @dataclass
@@ -124,6 +131,18 @@ def span_pair(text: str, rng: random.Random, data: PairData) -> Pair | None:
     return Pair(anchor, positive, "spans")
 
 
+def ict_pair(title: str, text: str, rng: random.Random, data: PairData) -> Pair | None:
+    """Inverse Cloze Task: a sentence of the abstract -> title + the rest of the abstract."""
+    sentences = [s for s in _SENTENCE_END.split(text.strip()) if s]
+    candidates = [i for i, s in enumerate(sentences) if len(s.split()) >= data.span_min_words]
+    if len(sentences) < 3 or not candidates:
+        return None
+    index = rng.choice(candidates)
+    rest = sentences if rng.random() < ICT_KEEP_SENTENCE else sentences[:index] + sentences[index + 1 :]
+    positive = " ".join([title.strip(), *rest]).strip()
+    return Pair(_clip(sentences[index], data.max_anchor_chars), _clip(positive, data.max_positive_chars), "ict")
+
+
 # ----------------------------------------------------------------------------
 # Mixing
 
@@ -152,14 +171,17 @@ def build_pairs(data: PairData, *, exclude_texts: set[str] | None = None) -> tup
     for source, quota in source_quotas(data).items():
         if quota == 0:
             continue
-        if source == "spans":
-            abstracts = [str(r.get("text") or "") for r in iter_source_records(source, data)]
-            abstracts = [a for a in abstracts if len(a.split()) >= 2 * data.span_min_words]
+        if source in GENERATED_SOURCES:
+            records = [(str(r.get("title") or ""), str(r.get("text") or "")) for r in iter_source_records(source, data)]
+            records = [(t, a) for t, a in records if len(a.split()) >= 2 * data.span_min_words]
             chosen: list[Pair] = []
+            if source == "ict":  # one pair per abstract: two of one abstract would be each other's false negatives
+                rng.shuffle(records)
+                chosen = [p for t, a in records if (p := ict_pair(t, a, rng, data))][:quota]
             attempts = 0
-            while abstracts and len(chosen) < quota and attempts < 20 * quota:
+            while source == "spans" and records and len(chosen) < quota and attempts < 20 * quota:
                 attempts += 1
-                if pair := span_pair(rng.choice(abstracts), rng, data):
+                if pair := span_pair(rng.choice(records)[1], rng, data):
                     chosen.append(pair)
         else:
             candidates = [p for r in iter_source_records(source, data) if (p := record_to_pair(source, r, data))]

@@ -33,6 +33,12 @@ $PY -m medeir_rag.training.pretrain --config "$PRESET" --out "$OUT/pretrain" --c
 $PY -m medeir_rag.training.finetune --config "$PRESET" --init "$OUT/pretrain/final" --out "$OUT/finetune" \
     --data-dir "$MEDEIR_DATA_DIR"
 
+# 3b. hybrid weight: alpha chosen on held-out training-split pairs -> $OUT/finetune/final/hybrid.json
+#     (the tiny preset's synthetic data holds out too few records for it: tests/test_training_hybrid.py covers it)
+if [ "$PRESET" != tiny ]; then
+  $PY -m medeir_rag.training.hybrid --model "$OUT/finetune/final" --out "$OUT/hybrid" --data-dir "$MEDEIR_DATA_DIR"
+fi
+
 # 4. reranker -> $OUT/reranker/final, a CrossEncoder folder; it starts from the fine-tuned
 #    encoder by default (RERANKER_INIT=pretrain starts from the MLM backbone)
 $PY -m medeir_rag.training.reranker --config "$PRESET" --init "$OUT/$RERANKER_INIT/final" --out "$OUT/reranker" \

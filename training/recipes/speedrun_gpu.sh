@@ -22,6 +22,7 @@ torchrun --standalone --nproc_per_node "$NPROC" -m medeir_rag.training.pretrain 
     --config "$PRESET" --out "$OUT/pretrain" --corpus "$OUT/corpus"
 torchrun --standalone --nproc_per_node "$NPROC" -m medeir_rag.training.finetune \
     --config "$PRESET" --init "$OUT/pretrain/final" --out "$OUT/finetune" --data-dir "$MEDEIR_DATA_DIR"
+python -m medeir_rag.training.hybrid --model "$OUT/finetune/final" --out "$OUT/hybrid" --data-dir "$MEDEIR_DATA_DIR"
 torchrun --standalone --nproc_per_node "$NPROC" -m medeir_rag.training.reranker \
     --config "$PRESET" --init "$OUT/$RERANKER_INIT/final" --out "$OUT/reranker" --data-dir "$MEDEIR_DATA_DIR"
 
