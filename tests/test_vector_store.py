@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 
 import pytest
 import torch
@@ -134,6 +135,37 @@ def test_search_modes_find_exact_text(encoder, corpus):
         hits = store.search("asthma inhaler", top_k=5, mode="hybrid")
         assert len(hits) == 5 and len({h.id for h in hits}) == 5
         assert hits[0].score >= hits[-1].score
+
+
+def test_hybrid_is_the_convex_combination_of_both_sides(encoder, corpus, tmp_path):
+    from qdrant_client import models
+
+    from medeir_rag.fusion import HybridWeights, convex_combination, save_hybrid_weights
+
+    with MedeirVectorStore(encoder, path=":memory:") as store:
+        store.index(corpus, show_progress=False)
+        query = "inhaled corticosteroids for asthma"
+        dense = {h.id: h.score for h in store.search(query, top_k=100, mode="dense")}
+        sparse = {h.id: h.score for h in store.search(query, top_k=100, mode="sparse")}
+        for alpha in (0.0, 0.3, 1.0):
+            hits = store.search(query, top_k=5, mode="hybrid", alpha=alpha)
+            expected = convex_combination(dense, sparse, alpha, top_k=5)
+            assert [h.id for h in hits] == list(expected), alpha
+            assert [h.score for h in hits] == pytest.approx(list(expected.values()))
+        assert [h.id for h in store.search(query, top_k=5, mode="hybrid", alpha=1.0)] == list(dense)[:5]
+        with pytest.raises(ValueError, match="alpha"):
+            store.search(query, mode="hybrid", alpha=1.5)
+        only = corpus[3].id
+        condition = models.Filter(must=[models.FieldCondition(key="doc_id", match=models.MatchValue(value=only))])
+        assert {h.doc_id for h in store.search(query, top_k=5, mode="hybrid", query_filter=condition)} == {only}
+    # The model folder's hybrid.json sets the default alpha.
+    model = tmp_path / "model"
+    shutil.copytree(encoder.path, model)
+    save_hybrid_weights(model, HybridWeights(alpha=1.0))
+    with MedeirVectorStore(MedeirEncoder(model, device="cpu"), path=":memory:") as store:
+        store.index(corpus, show_progress=False)
+        dense_order = [h.id for h in store.search("asthma inhaler", top_k=5, mode="dense")]
+        assert [h.id for h in store.search("asthma inhaler", top_k=5, mode="hybrid")] == dense_order
 
 
 def test_search_rejects_bad_arguments(encoder, corpus):
