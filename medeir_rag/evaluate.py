@@ -6,8 +6,9 @@ Design choices:
   the medical-token BM25 scores with the model's tuned ``alpha`` (``fusion.py``; what
   ``medeir query`` does by default), plain RRF (k=60) of the same two rankings for
   reference, and the hybrid ranking's top ``--rerank-top-k`` reranked by our
-  cross-encoder (what ``medeir query --rerank`` does). A row whose model is missing (no bundled model yet, no
-  reranker) is skipped with a note in the table and the JSON, never an error.
+  cross-encoder (what ``medeir query --rerank`` does). A row whose model is missing (no
+  bundled model yet, no reranker) is skipped with a note in the table and the JSON, never
+  an error.
 - **Same inputs, same scorer for every row.** Every row reads the same corpus string
   (``title + " " + text``), the same judged queries, and becomes a run dict
   ``{query_id: {doc_id: score}}`` that ``retrieval_metrics.score_run`` (mteb's own
@@ -289,6 +290,13 @@ def package_versions() -> dict[str, str]:
 # CLI
 
 
+def _alpha(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"alpha must be in [0, 1], got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medeir evaluate",
@@ -308,9 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-minilm", action="store_true", help="skip the all-MiniLM-L6-v2 row")
     parser.add_argument("--rerank-top-k", type=int, default=100,
                         help="hybrid hits the reranker rescores (default 100)")
-    parser.add_argument("--alpha", type=float, default=None,
+    parser.add_argument("--alpha", type=_alpha, default=None,
                         help="dense weight of the hybrid row (default: the model's hybrid.json, else 0.5)")
-    parser.add_argument("--rrf-k", type=int, default=RRF_K, help=f"RRF constant of the hybrid row (default {RRF_K})")
+    parser.add_argument("--rrf-k", type=int, default=RRF_K, help=f"RRF constant of the RRF reference row (default {RRF_K})")
     parser.add_argument("--stem", choices=("auto", "yes", "no"), default="auto",
                         help="Snowball stemming for word BM25 (auto: when PyStemmer is installed)")
     parser.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka dimension for our model")

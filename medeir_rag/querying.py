@@ -8,10 +8,11 @@ Examples::
     medeir query "stroke warning signs" --rerank out/reranker --candidates 50
 
 ``--mode``: ``dense`` (medeir embeddings), ``sparse`` (BM25-style weights over the medical
-tokenizer's pieces) or ``hybrid`` (convex combination of both with the model's tuned weight; the default). A query
-longer than the model window is truncated to it, with a warning. With ``--rerank`` the
-``--candidates`` best chunks are re-scored by the cross-encoder and the printed score is its
-probability; otherwise the score is the retrieval score of the mode (cosine, BM25, or the fused score in [0, 1]).
+tokenizer's pieces) or ``hybrid`` (convex combination of both with the model's tuned
+weight; the default). A query longer than the model window is truncated to it, with a
+warning. With ``--rerank`` the ``--candidates`` best chunks are re-scored by the
+cross-encoder and the printed score is its probability; otherwise the score is the
+retrieval score of the mode (cosine, BM25, or the fused score in [0, 1]).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--candidates", type=int, default=None,
-        help="chunks retrieved before reranking, and by each side before hybrid fusion (default: max(4 * top-k, 20) with --rerank, else 100 per side)",
+        help="chunks retrieved before reranking, and by each side before hybrid fusion "
+        "(default: max(4 * top-k, 20) with --rerank, else 100 per side)",
     )
     parser.add_argument("--snippet-chars", type=int, default=240, help="characters of each chunk to print (default: 240)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")

@@ -274,6 +274,7 @@ class MedeirVectorStore:
         client: Any = None,
     ) -> None:
         self.encoder = encoder if isinstance(encoder, MedeirEncoder) else MedeirEncoder(encoder)
+        self.hybrid = load_hybrid_weights(self.encoder.path)  # the model's hybrid.json, read once
         self.collection = collection
         self.location = url or str(path)
         self._owns_client = client is None
@@ -592,7 +593,7 @@ class MedeirVectorStore:
         """Both candidate lists in one batch call, fused by ``convex_combination``."""
         from qdrant_client import models
 
-        alpha = load_hybrid_weights(self.encoder.path).alpha if alpha is None else HybridWeights(alpha=alpha).alpha
+        alpha = self.hybrid.alpha if alpha is None else HybridWeights(alpha=alpha).alpha
         requests = [models.QueryRequest(query=dense, using=DENSE_VECTOR, limit=candidates, filter=query_filter)]
         if sparse.indices:
             requests.append(models.QueryRequest(query=sparse, using=SPARSE_VECTOR, limit=candidates, filter=query_filter))
