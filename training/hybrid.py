@@ -105,8 +105,10 @@ def sweep(
     pieces = medeir_tokenizer(load_tokenizer(model.path))
     cache = EmbeddingCache(cache_dir)
     table: dict[str, dict[str, float]] = {}
+    summaries: dict[str, dict[str, Any]] = {}
     for folder in folders:
         dataset = load_beir(folder)
+        summaries[dataset.name] = dataset.summary()
         _, dense = mteb_dense_eval(model, dataset, cache, corpus_sha256=sha256_file(dataset.corpus_file),
                                    show_progress=show_progress)
         sparse = bm25_run(dataset.doc_ids, dataset.document_texts(), dataset.query_ids, dataset.query_texts(),
@@ -120,7 +122,7 @@ def sweep(
     means = {f"{w:g}": sum(t[f"{w:g}"] for t in table.values()) / len(table) for w in grid}
     best = max(grid, key=lambda a: (round(means[f"{a:g}"], 6), -abs(a - 0.5)))
     return {"model": str(model.path), "grid": list(grid), "ndcg_at_10": table, "mean_ndcg_at_10": means,
-            "best_alpha": best, "datasets": {f.name: load_beir(f).summary() for f in folders}}
+            "best_alpha": best, "datasets": summaries}
 
 
 def markdown_table(result: dict[str, Any]) -> str:

@@ -52,7 +52,7 @@ SOURCE_FILES: dict[str, str] = {
     "spans": "pretrain/pubmed_abstracts_bionlp.jsonl.gz",
     "ict": "pretrain/pubmed_abstracts_bionlp.jsonl.gz",
 }
-GENERATED_SOURCES = ("spans", "ict")  # pairs made from abstracts (ict: at most one per abstract)
+GENERATED_SOURCES = ("spans", "ict")  # pairs made from abstracts by ``generated_pairs``
 ICT_KEEP_SENTENCE = 0.1
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 
@@ -158,6 +158,27 @@ def source_quotas(data: PairData) -> dict[str, int]:
     return quotas
 
 
+def generated_pairs(
+    source: str, records: list[tuple[str, str]], quota: int, rng: random.Random, data: PairData
+) -> list[Pair]:
+    """Pairs made from ``(title, abstract)`` records.
+
+    ``ict`` uses each abstract at most once (two pairs of one abstract would be each other's
+    false negatives in a batch); ``spans`` draws abstracts with replacement until the quota
+    is filled.
+    """
+    if source == "ict":
+        rng.shuffle(records)
+        return [p for title, text in records if (p := ict_pair(title, text, rng, data))][:quota]
+    chosen: list[Pair] = []
+    attempts = 0
+    while records and len(chosen) < quota and attempts < 20 * quota:
+        attempts += 1
+        if pair := span_pair(rng.choice(records)[1], rng, data):
+            chosen.append(pair)
+    return chosen
+
+
 def build_pairs(data: PairData, *, exclude_texts: set[str] | None = None) -> tuple[list[Pair], dict[str, int]]:
     """Training pairs mixed by weight (held-out records excluded); returns ``(pairs, counts)``.
 
@@ -174,15 +195,7 @@ def build_pairs(data: PairData, *, exclude_texts: set[str] | None = None) -> tup
         if source in GENERATED_SOURCES:
             records = [(str(r.get("title") or ""), str(r.get("text") or "")) for r in iter_source_records(source, data)]
             records = [(t, a) for t, a in records if len(a.split()) >= 2 * data.span_min_words]
-            chosen: list[Pair] = []
-            if source == "ict":  # one pair per abstract: two of one abstract would be each other's false negatives
-                rng.shuffle(records)
-                chosen = [p for t, a in records if (p := ict_pair(t, a, rng, data))][:quota]
-            attempts = 0
-            while source == "spans" and records and len(chosen) < quota and attempts < 20 * quota:
-                attempts += 1
-                if pair := span_pair(rng.choice(records)[1], rng, data):
-                    chosen.append(pair)
+            chosen = generated_pairs(source, records, quota, rng, data)
         else:
             candidates = [p for r in iter_source_records(source, data) if (p := record_to_pair(source, r, data))]
             candidates = [p for p in candidates if p.anchor not in exclude_texts and p.positive not in exclude_texts]
