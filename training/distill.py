@@ -1,0 +1,488 @@
+"""Embedding distillation: the ALiBi encoder learns to reproduce the teacher's sentence embeddings.
+
+Usage::
+
+    python -m medeir_rag.training.distill --config cpu --init runs/distill-vocab-cpu --out runs/distill-cpu
+    # interrupted? run the same command again: it resumes from the last checkpoint
+
+Design choices (DistilBERT / MiniLM-style embedding distillation; Model2Vec for the start):
+
+- **Start near the static model**: the token embeddings are the teacher's PCA'd piece
+  vectors from ``medeir distill-vocab`` (rescaled to unit RMS), and with
+  ``zero_init_residual`` every block's output projection (``attention.out``,
+  ``mlp.wo``) is zero, so each block is the identity at step 0 and the untrained encoder
+  is a static mean of normalised token vectors (``tests/test_training_distill.py``).
+  Everything else starts from random initialisation; no pretrained encoder is loaded.
+- **Loss** = ``cosine * (1 - cos(W s, t))`` (``W`` a learned projection to the teacher's
+  width, dropped after training) ``+ kl * KL(softmax(T / tau) || softmax(S / tau))``,
+  ``S`` and ``T`` the in-batch cosine matrices of the student's own (unprojected)
+  embeddings and of the teacher's. The second term shapes the space the store searches.
+- **Texts**: the allowed medical and general text (``DistillTexts.quotas``: MedQuAD
+  training questions and answers, PubMed titles, sentences and passages, bio sentences,
+  GO and WordNet definitions), held-out records excluded by the one hash rule. Query-like
+  kinds get the ``query: `` prompt three times in four, the others ``passage: ``, so
+  both saved prompts map onto the teacher's space.
+- **Teacher embeddings are computed once** (``teacher.TeacherCache``): shards keyed by
+  text hash, reused by every later run.
+- **Exact resume**: the batch order is a pure function of (seed, epoch, step); a
+  checkpoint holds weights, projection, optimizer, scheduler and RNG state
+  (``pretrain.save_checkpoint``). ``train.stop_at`` stops early as if interrupted.
+- **Outputs**: ``final/`` (a sentence-transformers folder like ``finetune``'s),
+  ``config.yaml``, ``metrics.jsonl``, ``loss_curve.png``, ``summary.json`` (tokens/s,
+  texts/s, validation cosine, held-out MedQuAD MRR@10 before and after).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from medeir_rag.configuration import MedeirConfig
+from medeir_rag.export import DOCUMENT_PROMPT, QUERY_PROMPT
+from medeir_rag.modeling import MedeirModel, mean_pool
+from medeir_rag.tokenization import load_tokenizer
+
+from .common import Dist, RunDir, format_seconds, print0, resolve_device, resolve_stage_config, seed_everything, stage_parser
+from .config import DistillConfig, DistillTexts, PairData
+from .pairs import Pair, bm25_mrr, heldout_medquad_pairs, mrr_at_k
+from .plots import plot_curves
+from .pretrain import build_optimizer, latest_checkpoint, load_checkpoint, lr_multiplier, save_checkpoint
+from .teacher import cached_teacher_embeddings, resolve_teacher
+from .text_sources import check_trainable, default_data_dir, document_text, is_held_out, iter_jsonl, record_key
+
+FINAL_DIR = "final"
+QUERY_KINDS = ("medquad_question", "pubmed_title", "pubmed_sentence")
+KIND_FILES = {
+    "medquad": "medquad/medquad_train_pairs.jsonl.gz",
+    "pubmed": "pretrain/pubmed_abstracts_bionlp.jsonl.gz",
+    "bio": "pretrain/bio_sentences_scibert.jsonl.gz",
+    "go": "pretrain/go_definitions.jsonl.gz",
+    "wordnet": "general/wordnet30_glosses.jsonl.gz",
+    "gcide": "general/gcide.jsonl.gz",
+}
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
+PASSAGE_SENTENCES = 4
+
+# ----------------------------------------------------------------------------
+# Texts
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0]
+
+
+def _records(name: str, data: DistillTexts, split: str):
+    data_dir = Path(data.data_dir) if data.data_dir else default_data_dir()
+    check_trainable(KIND_FILES[name])
+    for n, record in enumerate(iter_jsonl(data_dir / KIND_FILES[name])):
+        if data.max_records is not None and n >= data.max_records:
+            break
+        if is_held_out(record_key(record), data.holdout_percent) == (split == "heldout"):
+            yield record
+
+
+def texts_by_kind(data: DistillTexts, split: str = "train") -> dict[str, list[str]]:
+    """Every candidate text of each kind in ``data.quotas`` (``train`` or ``heldout`` records)."""
+    wanted = {k for k, v in data.quotas.items() if v > 0}
+    kinds: dict[str, list[str]] = {k: [] for k in wanted}
+    limit = data.max_chars
+    if wanted & {"medquad_question", "medquad_answer"}:
+        for r in _records("medquad", data, split):
+            kinds.get("medquad_question", []).append(_clip(str(r.get("question") or ""), limit))
+            kinds.get("medquad_answer", []).append(_clip(str(r.get("answer") or ""), limit))
+    if wanted & {"pubmed_title", "pubmed_sentence", "pubmed_passage"}:
+        for r in _records("pubmed", data, split):
+            kinds.get("pubmed_title", []).append(_clip(str(r.get("title") or ""), limit))
+            sentences = [s for s in _SENTENCE_END.split(str(r.get("text") or "").strip()) if len(s.split()) >= 4]
+            kinds.get("pubmed_sentence", []).extend(_clip(s, limit) for s in sentences)
+            for start in range(0, len(sentences), PASSAGE_SENTENCES):
+                kinds.get("pubmed_passage", []).append(_clip(" ".join(sentences[start:start + PASSAGE_SENTENCES]), limit))
+    for kind, name in (("bio_sentence", "bio"), ("go_definition", "go"), ("wordnet_gloss", "wordnet"),
+                       ("gcide_entry", "gcide")):
+        if kind in wanted:
+            kinds[kind] = [_clip(document_text(r), limit) for r in _records(name, data, split)]
+    return {k: list(dict.fromkeys(t for t in v if t)) for k, v in kinds.items()}
+
+
+def with_prompt(text: str, kind: str, rng: random.Random) -> str:
+    """Query-like kinds get ``query: `` three times in four, the rest ``passage: `` (also 3:1)."""
+    query_first = kind in QUERY_KINDS
+    use_query = (rng.random() < 0.75) == query_first
+    return (QUERY_PROMPT if use_query else DOCUMENT_PROMPT) + text
+
+
+def distillation_texts(data: DistillTexts, split: str = "train", total: int | None = None) -> tuple[list[str], list[str], dict[str, int]]:
+    """``(raw texts, prompted texts, counts per kind)``: each kind's quota drawn with a seeded RNG.
+
+    ``total`` rescales the quotas (the validation set keeps the training mix).
+    """
+    rng = random.Random(data.seed + (0 if split == "train" else 1))
+    pools = texts_by_kind(data, split)
+    quotas = dict(data.quotas)
+    if total is not None:
+        scale = total / max(sum(quotas.values()), 1)
+        quotas = {k: max(1, round(v * scale)) for k, v in quotas.items() if v > 0}
+    seen: set[str] = set()
+    raw, prompted, counts = [], [], {}
+    for kind in sorted(pools):
+        pool = pools[kind]
+        rng.shuffle(pool)
+        chosen = [t for t in pool if t not in seen][: quotas.get(kind, 0)]
+        seen.update(chosen)
+        counts[kind] = len(chosen)
+        raw.extend(chosen)
+        prompted.extend(with_prompt(t, kind, rng) for t in chosen)
+    order = list(range(len(raw)))
+    rng.shuffle(order)
+    return [raw[i] for i in order], [prompted[i] for i in order], counts
+
+
+# ----------------------------------------------------------------------------
+# Model
+
+
+def vocab_run_tokenizer(init: Path) -> str | None:
+    """The tokenizer a distill-vocab run used (its ``config.yaml``), None for the shipped one."""
+    import yaml
+
+    config_file = init / "config.yaml"
+    if not config_file.is_file():
+        return None
+    return (yaml.safe_load(config_file.read_text()) or {}).get("tokenizer")
+
+
+def build_student(config: DistillConfig) -> tuple[MedeirModel, Any, str]:
+    """The encoder to train, its tokenizer and how it was initialised."""
+    from .distill_vocab import VECTORS_FILE, load_vectors
+
+    init = Path(config.init) if config.init else None
+    if init is not None and not init.is_dir():
+        raise FileNotFoundError(f"init folder not found: {init}")
+    if init is not None and (init / "config.json").is_file() and not (init / VECTORS_FILE).is_file():
+        tokenizer = load_tokenizer(config.tokenizer or init)
+        model = MedeirModel.from_pretrained(str(init), use_safetensors=True)
+        return model, tokenizer, f"weights of {init}"
+    tokenizer_dir = config.tokenizer or (vocab_run_tokenizer(init) if init is not None else None)
+    tokenizer = load_tokenizer(tokenizer_dir) if tokenizer_dir else load_tokenizer()
+    model_config = MedeirConfig.from_preset(
+        config.model.preset, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **config.model.overrides()
+    )
+    model = MedeirModel(model_config)
+    how = "random initialisation"
+    if init is not None:
+        vectors = torch.from_numpy(load_vectors(init)["embeddings"])
+        expected = (model_config.vocab_size, model_config.hidden_size)
+        if tuple(vectors.shape) != expected:
+            raise ValueError(f"{init / VECTORS_FILE}: vectors of shape {tuple(vectors.shape)}, the encoder needs "
+                             f"{expected} (run distill-vocab with dims={model_config.hidden_size} and this tokenizer)")
+        set_token_embeddings(model, vectors)
+        how = f"random initialisation, token embeddings from {init / VECTORS_FILE}"
+    if config.zero_init_residual:
+        zero_residual_outputs(model)
+        how += ", zero-initialised residual outputs"
+    return model, tokenizer, how
+
+
+@torch.no_grad()
+def set_token_embeddings(model: MedeirModel, vectors: torch.Tensor) -> None:
+    """Copy static vectors into the token embeddings, each row rescaled to unit RMS (zero rows stay zero)."""
+    rms = vectors.pow(2).mean(dim=1, keepdim=True).sqrt()
+    model.embeddings.word_embeddings.weight.copy_(torch.where(rms > 0, vectors / rms.clamp(min=1e-12), 0.0))
+
+
+@torch.no_grad()
+def zero_residual_outputs(model: MedeirModel) -> None:
+    """Every block's ``attention.out`` and ``mlp.wo`` set to zero: the blocks start as the identity."""
+    for layer in model.layers:
+        for linear in (layer.attention.out, layer.mlp.wo):
+            linear.weight.zero_()
+            linear.bias.zero_()
+
+
+class Student(torch.nn.Module):
+    """The encoder plus the projection to the teacher's width used by the cosine term."""
+
+    def __init__(self, encoder: MedeirModel, teacher_dim: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.projection = torch.nn.Linear(encoder.config.hidden_size, teacher_dim, bias=False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return mean_pool(hidden, attention_mask)
+
+
+def distillation_loss(student: torch.Tensor, projected: torch.Tensor, teacher: torch.Tensor,
+                      config: DistillConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """``cosine * (1 - cos(W s, t)) + kl * KL(teacher in-batch softmax || student's)``."""
+    cos_term = (1 - F.cosine_similarity(projected.float(), teacher, dim=-1)).mean()
+    s = F.normalize(student.float(), dim=-1)
+    t = F.normalize(teacher, dim=-1)
+    tau = config.loss.temperature
+    kl_term = F.kl_div(F.log_softmax(s @ s.T / tau, dim=-1), F.log_softmax(t @ t.T / tau, dim=-1),
+                       log_target=True, reduction="batchmean")
+    loss = config.loss.cosine * cos_term + config.loss.kl * kl_term
+    return loss, {"cos_loss": cos_term.item(), "kl_loss": kl_term.item()}
+
+
+# ----------------------------------------------------------------------------
+# Batches and checks
+
+
+def batch_indices(seed: int, count: int, batch_size: int, step: int) -> list[int]:
+    """The texts of optimizer step ``step``: a fresh seeded permutation every epoch (drop-last)."""
+    per_epoch = count // batch_size
+    epoch, offset = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(count)
+    return order[offset * batch_size:(offset + 1) * batch_size].tolist()
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int, device: torch.device) -> dict[str, torch.Tensor]:
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt", verbose=False)
+    return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+
+
+@torch.no_grad()
+def validation_metrics(student: Student, tokenizer, texts: list[str], teacher: torch.Tensor, config: DistillConfig,
+                       device: torch.device, autocast) -> dict[str, float]:
+    student.eval()
+    size = config.train.batch_size
+    total, cos, kl, batches = 0.0, 0.0, 0.0, 0
+    for start in range(0, len(texts) - size + 1, size):
+        batch = tokenize(tokenizer, texts[start:start + size], config.train.max_seq_length, device)
+        with autocast:
+            pooled = student(**batch)
+            projected = student.projection(pooled)
+        loss, parts = distillation_loss(pooled, projected, teacher[start:start + size].to(device), config)
+        total += float(loss)
+        cos += parts["cos_loss"]
+        kl += parts["kl_loss"]
+        batches += 1
+    student.train()
+    if not batches:
+        return {}
+    return {"val_loss": total / batches, "val_cos_loss": cos / batches, "val_kl_loss": kl / batches}
+
+
+@torch.no_grad()
+def encoder_mrr(encoder: MedeirModel, tokenizer, pairs: list[Pair], device: torch.device, max_length: int = 512) -> float:
+    """MRR@10 of the raw encoder (mean pooling, prompts) on held-out MedQuAD training pairs."""
+    encoder.eval()
+
+    def embed(texts: list[str]) -> torch.Tensor:
+        rows = []
+        for start in range(0, len(texts), 32):
+            batch = tokenize(tokenizer, texts[start:start + 32], max_length, device)
+            hidden = encoder(**batch).last_hidden_state
+            rows.append(F.normalize(mean_pool(hidden, batch["attention_mask"]).float(), dim=-1))
+        return torch.cat(rows)
+
+    queries = embed([QUERY_PROMPT + p.anchor for p in pairs])
+    docs = embed([DOCUMENT_PROMPT + p.positive for p in pairs])
+    ranking = torch.argsort(queries @ docs.T, dim=1, descending=True)[:, :10].cpu().numpy()
+    encoder.train()
+    return mrr_at_k(ranking, 10)
+
+
+# ----------------------------------------------------------------------------
+# Training
+
+
+def train(config: DistillConfig) -> dict[str, Any]:
+    from medeir_rag.export import save_sentence_transformer
+
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
+    out = Path(config.out_dir)
+    run = RunDir(out)
+    device = resolve_device(config.train.device)
+    seed_everything(config.train.seed)
+
+    t0 = time.perf_counter()
+    raw_texts, texts, counts = distillation_texts(config.data, "train")
+    val_raw, val_texts, _ = distillation_texts(config.data, "heldout", total=config.data.validation_texts)
+    if len(texts) < config.train.batch_size:
+        raise ValueError(f"{len(texts)} distillation texts: fewer than one batch of {config.train.batch_size}")
+    print0(f"texts: {len(texts)} {counts}; validation {len(val_texts)} ({time.perf_counter() - t0:.1f}s)")
+    teacher_kwargs = dict(batch_size=config.teacher.batch_size, bf16=config.teacher.bf16,
+                          shard_size=config.teacher.shard_size, max_seq_length=config.teacher.max_seq_length)
+    teacher_rows, teacher_stats = cached_teacher_embeddings(
+        raw_texts + val_raw, config.teacher.name, config.teacher.cache_dir, desc="teacher: texts", **teacher_kwargs)
+    teacher_all = torch.from_numpy(teacher_rows)
+    targets, val_targets = teacher_all[: len(raw_texts)], teacher_all[len(raw_texts):]
+
+    encoder, tokenizer, how = build_student(config)
+    student = Student(encoder, targets.shape[1]).to(device)
+    data_pairs = PairData(data_dir=config.data.data_dir, holdout_percent=config.data.holdout_percent,
+                          max_records=config.data.max_records, seed=config.data.seed)
+    eval_pairs = heldout_medquad_pairs(data_pairs, config.eval_pairs)
+
+    per_epoch = len(texts) // config.train.batch_size
+    max_steps = config.train.max_steps or max(1, math.ceil(config.train.epochs * per_epoch))
+    optimizer = build_optimizer(student, config.optim)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, max_steps, config.optim))
+    identity = {"model": config.model.model_dump(), "init": config.init, "max_steps": max_steps,
+                "texts": len(texts), "seed": config.train.seed, "batch_size": config.train.batch_size}
+    state: dict[str, Any] = {"tokens_seen": 0, "texts_seen": 0, "train_seconds": 0.0, **identity}
+    dist = Dist()
+    start_step = 0
+    resume_from = latest_checkpoint(out)
+    if resume_from is not None:
+        saved = json.loads((resume_from / "state.json").read_text())
+        changed = [k for k, v in identity.items() if json.dumps(saved.get(k)) != json.dumps(v)]
+        if changed:
+            raise ValueError(f"{out} holds a checkpoint of a different run ({', '.join(changed)} differ); "
+                             "use a new --out or delete its checkpoints/")
+        state = load_checkpoint(resume_from, student, optimizer, scheduler, dist)
+        start_step = state["step"]
+        print0(f"resumed from {resume_from} (step {start_step})")
+        run.truncate_metrics(start_step)
+    run.write_config(config)
+
+    use_bf16 = config.train.dtype == "bfloat16" or (config.train.dtype == "auto" and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    n_params = sum(p.numel() for p in encoder.parameters())
+    print0(f"student: {n_params / 1e6:.2f}M params ({how}); {max_steps} steps of {config.train.batch_size} texts; "
+           f"teacher {resolve_teacher(config.teacher.name)}; device {device}")
+
+    if start_step == 0:
+        mrr_before = encoder_mrr(encoder, tokenizer, eval_pairs, device) if len(eval_pairs) >= 2 else None
+        metrics = validation_metrics(student, tokenizer, val_texts, val_targets, config, device, autocast)
+        run.log({"step": 0, **metrics, "mrr@10": mrr_before})
+        state["mrr@10_before"] = mrr_before
+        print0(f"step 0: {metrics} mrr@10 {mrr_before}")
+    student.train()
+    stop_at = min(config.train.stop_at or max_steps, max_steps)
+    bar = tqdm(total=max_steps, initial=start_step, desc="distill", unit="step", file=sys.stderr, dynamic_ncols=True)
+    log_t0, log_tokens, log_texts = time.perf_counter(), 0, 0
+    step = start_step
+    last: dict[str, Any] = {}
+    while step < stop_at:
+        step_t0 = time.perf_counter()
+        chosen = batch_indices(config.train.seed, len(texts), config.train.batch_size, step)
+        batch = tokenize(tokenizer, [texts[i] for i in chosen], config.train.max_seq_length, device)
+        with autocast:
+            pooled = student(**batch)
+            projected = student.projection(pooled)
+        loss, parts = distillation_loss(pooled, projected, targets[chosen].to(device), config)
+        loss.backward()
+        loss_value = loss.item()
+        grad_norm = (torch.nn.utils.clip_grad_norm_(student.parameters(), config.optim.grad_clip)
+                     if config.optim.grad_clip else None)
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens = int(batch["attention_mask"].sum())
+        state["tokens_seen"] += tokens
+        state["texts_seen"] += len(chosen)
+        state["train_seconds"] += time.perf_counter() - step_t0
+        log_tokens += tokens
+        log_texts += len(chosen)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}", cos=f"{parts['cos_loss']:.3f}", lr=f"{lr:.1e}")
+        if step % config.train.log_every == 0 or step == stop_at:
+            elapsed = time.perf_counter() - log_t0
+            row = {"step": step, "loss": loss_value, **parts, "lr": lr,
+                   "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                   "tokens_per_s": log_tokens / max(elapsed, 1e-9), "texts_per_s": log_texts / max(elapsed, 1e-9),
+                   "train_seconds": state["train_seconds"]}
+            run.log(row)
+            last.update(row)
+            log_t0, log_tokens, log_texts = time.perf_counter(), 0, 0
+        if step % config.train.eval_every == 0 or step == max_steps:
+            metrics = validation_metrics(student, tokenizer, val_texts, val_targets, config, device, autocast)
+            run.log({"step": step, **metrics})
+            last.update(metrics)
+            bar.write(f"step {step}: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if step % config.train.checkpoint_every == 0 or step == stop_at:
+            save_checkpoint(out, step, student, optimizer, scheduler, state, dist, config.train.keep_checkpoints)
+    bar.close()
+    if step < max_steps:
+        print0(f"stopped at step {step} of {max_steps} (train.stop_at); rerun to resume")
+        return {"stopped_at": step}
+
+    mrr_after = encoder_mrr(encoder, tokenizer, eval_pairs, device) if len(eval_pairs) >= 2 else None
+    final = out / FINAL_DIR
+    if final.exists():
+        shutil.rmtree(final)
+    encoder.config.max_position_embeddings = max(encoder.config.max_position_embeddings, config.train.max_seq_length)
+    save_sentence_transformer(encoder, tokenizer, final)
+    rows = [json.loads(line) for line in run.metrics_file.read_text().splitlines() if line.strip()]
+    plot_curves(rows, out / "loss_curve.png", [["loss", "val_loss"], ["cos_loss", "val_cos_loss"],
+                                               ["kl_loss", "val_kl_loss"], ["lr"]],
+                title=f"embedding distillation ({config.model.preset})", smooth=("loss", "cos_loss", "kl_loss"))
+    first_val = next((r for r in rows if "val_loss" in r), {})
+    summary = {
+        "stage": "distill",
+        "init": how,
+        "teacher": str(resolve_teacher(config.teacher.name)),
+        "texts": len(texts),
+        "texts_per_kind": counts,
+        "validation_texts": len(val_texts),
+        "teacher_pass": teacher_stats,
+        "steps": step,
+        "epochs": round(step * config.train.batch_size / len(texts), 3),
+        "tokens_seen": state["tokens_seen"],
+        "train_seconds": round(state["train_seconds"], 1),
+        "tokens_per_s": round(state["tokens_seen"] / max(state["train_seconds"], 1e-9), 1),
+        "texts_per_s": round(state["texts_seen"] / max(state["train_seconds"], 1e-9), 1),
+        "wall_time": format_seconds(time.time() - run.started),
+        "dtype": "bfloat16" if use_bf16 else "float32",
+        "params": n_params,
+        "first_val_loss": first_val.get("val_loss"),
+        "first_val_cos_loss": first_val.get("val_cos_loss"),
+        **{f"final_{k}": v for k, v in last.items() if k.startswith("val_")},
+        "final_train_loss": last.get("loss"),
+        "eval_pairs": len(eval_pairs),
+        "mrr@10_before": state.get("mrr@10_before"),
+        "mrr@10_after": mrr_after,
+        "mrr@10_bm25": bm25_mrr(eval_pairs) if len(eval_pairs) >= 2 else None,
+        "output": str(final),
+    }
+    run.write_summary(summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------
+# Command line
+
+
+def build_parser():
+    p = stage_parser("distill", __doc__.split("\n\n")[0], default_config="tiny")
+    p.add_argument("--init", default=None, help="distill-vocab run folder (or an HF medeir folder) to start from")
+    p.add_argument("--teacher", default=None, help="= --set teacher.name=... (a sentence-transformers folder)")
+    p.add_argument("--max-steps", type=int, default=None, help="= --set train.max_steps=N")
+    p.add_argument("--data-dir", default=None, help="= --set data.data_dir=DIR")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = resolve_stage_config("distill", build_parser().parse_args(argv),
+                                  {"init": "init", "teacher": "teacher.name", "max_steps": "train.max_steps",
+                                   "data_dir": "data.data_dir"})
+    try:
+        train(config)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"medeir distill: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
