@@ -122,11 +122,25 @@ def _load_model(args: argparse.Namespace) -> DenseModel:
 
     if args.no_model:
         raise Skip("--no-model given")
+    if args.model and is_static_model(Path(args.model)):  # distill-vocab's static/ folder: an ablation row
+        from medeir_rag.dense_models import load_sentence_transformer
+
+        return load_sentence_transformer(args.model, name=f"medeir static ({Path(args.model).name})",
+                                         device=args.device)
     try:
         return load_medeir(args.model, device=args.device, truncate_dim=args.truncate_dim,
                            batch_tokens=args.batch_tokens)
     except FileNotFoundError as error:
         raise Skip(f"model not found: {error}") from error
+
+
+def is_static_model(path: Path) -> bool:
+    """A sentence-transformers folder whose first module is a ``StaticEmbedding`` (no encoder)."""
+    modules = path / "modules.json"
+    if not modules.is_file():
+        return False
+    entries = json.loads(modules.read_text())
+    return bool(entries) and entries[0].get("type", "").endswith("StaticEmbedding")
 
 
 def _load_reranker(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:

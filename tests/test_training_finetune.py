@@ -188,6 +188,42 @@ def test_category_rows_and_loss_scaling(pretrained):
     assert finetune.matryoshka_dims([384, 256, 64, 32], 64) == [64, 32]
 
 
+def test_teacher_drops_negatives_it_scores_above_the_positive():
+    from medeir_rag.training.pairs import drop_teacher_false_negatives
+
+    space = {"q1": [1.0, 0.0], "p1": [0.8, 0.6], "answers q1 too": [1.0, 0.0], "hard": [0.6, 0.8], "far": [0.0, 1.0],
+             "q2": [0.0, 1.0], "p2": [0.0, 1.0], "other": [1.0, 0.0]}
+
+    def embed(texts):
+        return np.array([space[t] for t in texts], dtype=np.float32)
+
+    pairs = [Pair("q1", "p1", "medquad", negatives=["answers q1 too", "hard", "far"]),
+             Pair("q2", "p2", "medquad", negatives=["other"])]
+    stats = drop_teacher_false_negatives(pairs, embed, keep=1)
+    assert pairs[0].negatives == ["hard"]  # the false negative is gone, the hardest true one kept
+    assert pairs[1].negatives == ["other"]
+    assert stats == {"candidates_dropped": 1, "pairs_refilled": 0}
+
+
+def test_finetune_with_a_teacher_filters_mined_negatives(pretrained, tmp_path):
+    from medeir_rag import MedeirConfig, MedeirModel
+    from medeir_rag.export import save_sentence_transformer
+
+    tokenizer = word_tokenizer()
+    torch.manual_seed(2)
+    teacher = save_sentence_transformer(MedeirModel(MedeirConfig.from_preset("tiny", vocab_size=len(tokenizer))),
+                                        tokenizer, tmp_path / "teacher")
+    out = tmp_path / "ft-teacher"
+    code = finetune.main(["--config", "tiny", "--init", str(pretrained["final"]), "--out", str(out), "--max-steps", "4",
+                          *data_overrides(pretrained["data"]),
+                          "--set", f"teacher={{name: {teacher}, cache_dir: {tmp_path / 'cache'}, bf16: false}}"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["teacher"] == str(teacher)
+    assert set(summary["teacher_filter"]) == {"candidates_dropped", "pairs_refilled"}
+    assert list((tmp_path / "cache").rglob("shard-*.safetensors"))
+
+
 def test_finetune_needs_init(tmp_path, capsys):
     assert finetune.main(["--config", "tiny", "--out", str(tmp_path / "x")]) == 1
     assert "--init" in capsys.readouterr().err

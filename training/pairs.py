@@ -270,8 +270,13 @@ def mine_hard_negatives(pairs: list[Pair], data: PairData, count: int | None = N
             ranked = list(dict.fromkeys(ranked))[data.mine_skip_top :]
             pairs[i].negatives = ranked[:count]
     # pairs left short (tiny or one-text pools) get random positives of other pairs
+    refill_negatives(pairs, count, data.seed)
+
+
+def refill_negatives(pairs: list[Pair], count: int, seed: int) -> None:
+    """Top up pairs holding fewer than ``count`` negatives with random positives of other pairs."""
     everything = list(dict.fromkeys(p.positive for p in pairs))
-    rng = random.Random(data.seed)
+    rng = random.Random(seed)
     for pair in pairs:
         if len(pair.negatives) >= count:
             continue
@@ -280,6 +285,29 @@ def mine_hard_negatives(pairs: list[Pair], data: PairData, count: int | None = N
             pair.negatives.append(others.pop(rng.randrange(len(others))))
         if len(pair.negatives) < count:
             raise ValueError(f"cannot find {count} distinct negatives: only {len(everything)} distinct positives")
+
+
+def drop_teacher_false_negatives(pairs: list[Pair], embed, keep: int, seed: int = 0) -> dict[str, int]:
+    """Remove mined negatives the teacher scores at or above the pair's positive, keep the ``keep`` hardest.
+
+    ``embed(texts) -> normalised matrix`` is the teacher (cached). BM25's top hits for a
+    question often *answer* it (another collection's page on the same disease); training
+    them apart from the question teaches the wrong thing. Pairs left short are refilled
+    with random positives, as mining does.
+    """
+    texts = list(dict.fromkeys(t for p in pairs for t in (p.anchor, p.positive, *p.negatives)))
+    index = {t: i for i, t in enumerate(texts)}
+    vectors = embed(texts)
+    dropped = 0
+    for pair in pairs:
+        anchor = vectors[index[pair.anchor]]
+        positive_score = float(anchor @ vectors[index[pair.positive]])
+        kept = [n for n in pair.negatives if float(anchor @ vectors[index[n]]) < positive_score]
+        dropped += len(pair.negatives) - len(kept)
+        pair.negatives = kept[:keep]
+    short = sum(len(p.negatives) < keep for p in pairs)
+    refill_negatives(pairs, keep, seed)
+    return {"candidates_dropped": dropped, "pairs_refilled": short}
 
 
 # ----------------------------------------------------------------------------
