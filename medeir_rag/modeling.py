@@ -141,6 +141,10 @@ class MedeirPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+        elif isinstance(module, MedeirModel):
+            # a non-persistent buffer: from_pretrained builds the model on the meta device and
+            # leaves such buffers uninitialised, so they are set here, not only in __init__
+            init.copy_(module.alibi_slopes, alibi_slopes(self.config.num_attention_heads))
 
 
 class MedeirModel(MedeirPreTrainedModel):
@@ -151,6 +155,9 @@ class MedeirModel(MedeirPreTrainedModel):
         self.embeddings = MedeirEmbeddings(config)
         self.layers = nn.ModuleList([MedeirLayer(config) for _ in range(config.num_hidden_layers)])
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        # (heads,) float32; not saved with the weights (old checkpoints load unchanged), and
+        # computed once here rather than on every forward
+        self.register_buffer("alibi_slopes", alibi_slopes(config.num_attention_heads), persistent=False)
         for layer in self.layers:
             layer.attention.out._is_residual_output = True
             layer.mlp.wo._is_residual_output = True
@@ -200,7 +207,7 @@ class MedeirModel(MedeirPreTrainedModel):
             dropout=self.config.attention_probs_dropout_prob,
         )
         dropout = self.config.attention_probs_dropout_prob if self.training else 0.0
-        slopes = alibi_slopes(self.config.num_attention_heads).to(hidden.device)
+        slopes = self.alibi_slopes.to(device=hidden.device, dtype=torch.float32)
         all_hidden: list[torch.Tensor] = []
 
         if backend in ("flex", "flash"):

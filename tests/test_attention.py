@@ -149,3 +149,31 @@ def test_input_over_the_maximum_length_is_rejected():
     model = MedeirModel(MedeirConfig.from_preset("tiny", vocab_size=300, max_position_embeddings=64))
     with pytest.raises(ValueError, match="exceeds max_position_embeddings=64"):
         model(input_ids=torch.ones((1, 65), dtype=torch.long))
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "flex"])
+def test_alibi_slopes_are_built_once_not_in_every_forward(backend, padded_batch, tmp_path, monkeypatch):
+    import medeir_rag.modeling as modeling
+
+    ids, mask = padded_batch
+    torch.manual_seed(0)
+    config = MedeirConfig.from_preset("tiny", vocab_size=300, attention_backend=backend)
+    model = MedeirModel(config).eval()
+    assert "alibi_slopes" not in model.state_dict()  # a non-persistent buffer: checkpoints are unchanged
+    model.save_pretrained(tmp_path)
+    # from_pretrained builds on the meta device: the buffer must be set again, not left as garbage
+    loaded, info = MedeirModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    for m in (model, loaded):
+        torch.testing.assert_close(m.alibi_slopes, alibi_slopes(config.num_attention_heads), rtol=0, atol=0)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("alibi_slopes() recomputed in forward")
+
+    monkeypatch.setattr(modeling, "alibi_slopes", refuse)
+    real = mask.bool()
+    with torch.no_grad():
+        want = reference_encoder_output(model, ids, mask)
+        for m in (model, loaded.eval()):
+            got = m(input_ids=ids, attention_mask=mask).last_hidden_state
+            torch.testing.assert_close(got[real], want[real], atol=2e-5, rtol=1e-4)
