@@ -19,6 +19,7 @@ Design choices (anchors: MosaicBERT for ALiBi + GLU, ModernBERT/nanochat for pre
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -263,12 +264,27 @@ class MedeirPredictionHead(nn.Module):
         return self.norm(F.gelu(self.dense(hidden)))
 
 
+@dataclass
+class MedeirMaskedLMOutput(MaskedLMOutput):
+    """``MaskedLMOutput`` plus ``masked_logits``: ``(num_masked, vocab)``, the logits at the
+    labelled positions only, in the order of ``labels[labels != -100]`` (``None`` without labels)."""
+
+    masked_logits: torch.FloatTensor | None = None
+
+
 class MedeirForMaskedLM(MedeirPreTrainedModel):
     """Encoder plus masked-LM head, decoder tied to the token embeddings.
 
-    When ``labels`` are given, logits are computed only at the labelled (masked) positions
-    and returned flattened as ``(num_masked, vocab)``: the full ``(B, L, vocab)`` tensor
-    would cost more memory than the whole encoder for a 30%-masking MLM step.
+    Output shapes (``return_logits`` is a keyword of ``forward``):
+
+    - without ``labels``: ``logits`` is ``(B, L, vocab)``; no loss.
+    - with ``labels``: ``loss`` and ``masked_logits`` (``(num_masked, vocab)``, the labelled
+      positions only, which is all the loss needs: the full ``(B, L, vocab)`` tensor would
+      cost more memory than the whole encoder for a 30%-masking MLM step).
+      ``return_logits=True`` adds the full ``(B, L, vocab)`` ``logits``; ``False`` returns
+      ``logits=None``. The default (``None``) still puts the ``(num_masked, vocab)`` tensor in
+      ``logits`` as well, for callers written before ``masked_logits`` existed
+      (``training/pretrain.py`` evaluation); read ``masked_logits`` in new code.
     """
 
     _tied_weights_keys = {"decoder.weight": "medeir.embeddings.word_embeddings.weight"}
@@ -294,22 +310,30 @@ class MedeirForMaskedLM(MedeirPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        return_logits: bool | None = None,
         **kwargs: Any,
-    ) -> MaskedLMOutput:
+    ) -> MedeirMaskedLMOutput:
+        """Masked-LM forward; see the class docstring for the shapes of the outputs."""
         outputs = self.medeir(
             input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
             output_hidden_states=output_hidden_states,
         )
         hidden = outputs.last_hidden_state
-        loss = None
-        if labels is not None:
-            selected = labels.reshape(-1) != -100
-            hidden = hidden.reshape(-1, hidden.shape[-1])[selected]
+        if labels is None:
+            logits = self.decoder(self.head(hidden)) if return_logits is not False else None
+            return MedeirMaskedLMOutput(logits=logits, hidden_states=outputs.hidden_states)
+        if return_logits:  # every position, then the labelled rows of it
             logits = self.decoder(self.head(hidden))
-            loss = F.cross_entropy(logits.float(), labels.reshape(-1)[selected])
+            selected = labels != -100
+            masked_logits = logits[selected]
         else:
-            logits = self.decoder(self.head(hidden))
-        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+            selected = labels.reshape(-1) != -100
+            masked_logits = self.decoder(self.head(hidden.reshape(-1, hidden.shape[-1])[selected]))
+            logits = masked_logits if return_logits is None else None
+        loss = F.cross_entropy(masked_logits.float(), labels[labels != -100])
+        return MedeirMaskedLMOutput(
+            loss=loss, logits=logits, masked_logits=masked_logits, hidden_states=outputs.hidden_states
+        )
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

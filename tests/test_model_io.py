@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from medeir_rag import MedeirConfig, MedeirForMaskedLM, MedeirForSequenceClassification, MedeirModel
@@ -52,6 +53,31 @@ def test_masked_lm_decoder_is_tied_to_the_embeddings(tmp_path):
     model.save_pretrained(tmp_path)
     loaded = AutoModelForMaskedLM.from_pretrained(tmp_path)
     assert loaded.decoder.weight is loaded.medeir.embeddings.word_embeddings.weight
+
+
+def test_masked_lm_output_shapes_are_documented_and_asked_for():
+    torch.manual_seed(0)
+    model = MedeirForMaskedLM(MedeirConfig.from_preset("tiny", vocab_size=300)).eval()
+    ids = torch.randint(5, 300, (2, 9))
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 0], labels[1, 5] = 7, 3, 9
+    with torch.no_grad():
+        plain = model(input_ids=ids)
+        assert plain.logits.shape == (2, 9, 300) and plain.loss is None and plain.masked_logits is None
+        assert model(input_ids=ids, return_logits=False).logits is None
+        full = model(input_ids=ids, labels=labels, return_logits=True)
+        lean = model(input_ids=ids, labels=labels, return_logits=False)
+        legacy = model(input_ids=ids, labels=labels)
+    assert full.logits.shape == (2, 9, 300) and full.masked_logits.shape == (3, 300)
+    torch.testing.assert_close(full.logits, plain.logits)
+    torch.testing.assert_close(full.masked_logits, full.logits[labels != -100])
+    assert lean.logits is None and lean.masked_logits.shape == (3, 300)
+    torch.testing.assert_close(lean.masked_logits, full.masked_logits, atol=1e-5, rtol=1e-5)
+    expected_loss = F.cross_entropy(plain.logits[labels != -100], labels[labels != -100])
+    for out in (full, lean, legacy):
+        torch.testing.assert_close(out.loss, expected_loss, atol=1e-5, rtol=1e-5)
+    # the default with labels keeps what training/pretrain.py's evaluation reads today
+    assert legacy.logits is legacy.masked_logits and legacy.logits.shape == (3, 300)
 
 
 def test_sentence_transformers_directory_names_only_stock_modules(tiny_model_dir):
