@@ -12,8 +12,8 @@ Design choices:
   truncated vector is still unit length), then L2 normalisation.
 - Inputs over the window are never handled silently. ``overlong`` chooses: ``"error"``;
   ``"truncate"`` (default; logs a warning naming how many inputs were cut); ``"chunk"``
-  (encode consecutive windows and average them weighted by token count, which
-  approximates mean pooling over the whole text).
+  (encode consecutive windows, each with the prompt, and average them weighted by token
+  count, which approximates mean pooling over the whole text).
 - Empty strings are valid input: they embed as the empty text (``[CLS] [SEP]`` plus any
   prompt), so outputs stay aligned with inputs. ``None`` and non-strings are errors.
 """
@@ -83,10 +83,15 @@ def _batches_by_token_budget(
 
 
 def _fit_to_window(
-    token_ids: list[list[int]], window: int, policy: OverlongPolicy, cls_id: int, sep_id: int
+    token_ids: list[list[int]], window: int, policy: OverlongPolicy, cls_id: int, sep_id: int,
+    prompt_ids: Sequence[int] = (),
 ) -> tuple[list[list[int]], list[int]]:
     """Apply the overlong policy. Returns ``(sequences, owner)``: ``owner[k]`` is the input
-    that sequence ``k`` belongs to (several sequences per input when chunking)."""
+    that sequence ``k`` belongs to (several sequences per input when chunking).
+
+    Each input is ``[CLS] prompt_ids text [SEP]``; when chunking, every window gets the
+    prompt (``[CLS] prompt_ids piece [SEP]``), not only the first one.
+    """
     over = [i for i, ids in enumerate(token_ids) if len(ids) > window]
     if over and policy == "error":
         worst = max(len(token_ids[i]) for i in over)
@@ -100,9 +105,14 @@ def _fit_to_window(
             len(over), len(token_ids), window, max(len(token_ids[i]) for i in over),
             "truncating them" if policy == "truncate" else "encoding them as averaged chunks",
         )
+    prompt_ids = list(prompt_ids)
+    body = window - 2 - len(prompt_ids)
+    if over and policy == "chunk" and body <= 0:
+        raise ValueError(
+            f"the prompt takes {len(prompt_ids)} tokens, leaving no room for text in the {window}-token window"
+        )
     sequences: list[list[int]] = []
     owner: list[int] = []
-    body = window - 2
     for index, ids in enumerate(token_ids):
         if len(ids) <= window:
             sequences.append(ids)
@@ -111,11 +121,30 @@ def _fit_to_window(
             sequences.append([*ids[: window - 1], sep_id])
             owner.append(index)
         else:
-            content = ids[1:-1]
+            content = ids[1 + len(prompt_ids) : -1]
             for start in range(0, len(content), body):
-                sequences.append([cls_id, *content[start : start + body], sep_id])
+                sequences.append([cls_id, *prompt_ids, *content[start : start + body], sep_id])
                 owner.append(index)
     return sequences, owner
+
+
+def _prompt_token_ids(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, texts: list[str], token_ids: list[list[int]], window: int
+) -> list[int]:
+    """The prompt's tokens, and make every over-long input start with exactly them.
+
+    ``prompt + text`` is tokenised as one string (as sentence-transformers does); for a prompt
+    that ends inside a word the pieces can merge across the join, so such an input is
+    re-tokenised as prompt and text separately (only over-long ones: the rest stay as they are).
+    """
+    if not prompt:
+        return []
+    prompt_ids = tokenizer(prompt, add_special_tokens=False, verbose=False)["input_ids"]
+    for index, ids in enumerate(token_ids):
+        if len(ids) > window and ids[1 : 1 + len(prompt_ids)] != prompt_ids:
+            text_ids = tokenizer(texts[index], add_special_tokens=False, verbose=False)["input_ids"]
+            token_ids[index] = [ids[0], *prompt_ids, *text_ids, ids[-1]]
+    return prompt_ids
 
 
 @torch.inference_mode()
@@ -169,7 +198,10 @@ def encode(
         raise ValueError(f"max_length must be at least 3 tokens, got {window}")
 
     token_ids = tokenizer([prompt + text for text in texts], add_special_tokens=True, verbose=False)["input_ids"]
-    sequences, owner = _fit_to_window(token_ids, window, overlong, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    prompt_ids = _prompt_token_ids(tokenizer, prompt, texts, token_ids, window) if overlong == "chunk" else []
+    sequences, owner = _fit_to_window(
+        token_ids, window, overlong, tokenizer.cls_token_id, tokenizer.sep_token_id, prompt_ids
+    )
     lengths = [len(ids) for ids in sequences]
     attention_budget = model.config.blocked_attention_threshold // model.config.num_attention_heads
     batches = _batches_by_token_budget(lengths, max(batch_tokens, window), max_batch_size, attention_budget)

@@ -149,3 +149,34 @@ def test_encode_leaves_training_mode_alone(encoder):
     assert encoder.model.training
     encoder.model.eval()
     assert torch.is_grad_enabled()
+
+
+def test_overlong_chunk_puts_the_prompt_in_every_window(short_window_encoder):
+    tokenizer, model = short_window_encoder.tokenizer, short_window_encoder.model
+    prompt = "query: "
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(LONG, add_special_tokens=False)["input_ids"]
+    body = 12 - 2 - len(prompt_ids)
+    windows = [
+        [tokenizer.cls_token_id, *prompt_ids, *ids[i : i + body], tokenizer.sep_token_id]
+        for i in range(0, len(ids), body)
+    ]
+    seen: list[list[int]] = []
+
+    def record(module, args, kwargs):
+        for row, mask in zip(kwargs["input_ids"].tolist(), kwargs["attention_mask"].tolist(), strict=True):
+            seen.append(row[: sum(mask)])
+
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        chunked = short_window_encoder.encode([LONG], prompt=prompt, overlong="chunk")
+    finally:
+        handle.remove()
+    assert sorted(seen) == sorted(windows) and len(windows) > 2  # before: only the first window had the prompt
+    with torch.no_grad():
+        parts = [model(input_ids=torch.tensor([w])).last_hidden_state[0].mean(0).numpy() for w in windows]
+    weights = np.array([len(w) for w in windows], dtype=np.float32)[:, None]
+    expected = (np.stack(parts) * weights).sum(0) / weights.sum()
+    np.testing.assert_allclose(chunked[0], expected / np.linalg.norm(expected), atol=1e-5)
+    with pytest.raises(ValueError, match="the prompt takes .* no room for text"):
+        short_window_encoder.encode([LONG], prompt="query: " * 5, overlong="chunk")
