@@ -98,8 +98,13 @@ class MedeirEncoder:
         normalize: bool | None = None,
         overlong: OverlongPolicy | None = None,
         show_progress: bool | None = None,
+        max_batch_size: int = 512,
     ) -> np.ndarray:
-        """Embed texts; ``prompt_name`` picks a saved prompt, ``prompt`` gives one literally."""
+        """Embed texts; ``prompt_name`` picks a saved prompt, ``prompt`` gives one literally.
+
+        Pass every text in one call: batches are cut inside, by token budget over the texts
+        sorted by length, with at most ``max_batch_size`` texts per forward pass.
+        """
         if prompt is None:
             if prompt_name is not None and prompt_name not in self.prompts:
                 raise KeyError(f"no prompt named {prompt_name!r}; saved prompts: {sorted(self.prompts)}")
@@ -108,7 +113,7 @@ class MedeirEncoder:
             self.model, self.tokenizer, texts, prompt=prompt, max_length=self.max_length,
             batch_tokens=self.batch_tokens, normalize=self.normalize if normalize is None else normalize,
             truncate_dim=truncate_dim or self.truncate_dim, overlong=overlong or self.overlong,
-            autocast_dtype=self.autocast_dtype, show_progress=show_progress,
+            autocast_dtype=self.autocast_dtype, show_progress=show_progress, max_batch_size=max_batch_size,
         )
 
     def encode_query(self, texts: str | Sequence[str], **kwargs) -> np.ndarray:

@@ -106,6 +106,29 @@ class TestMedeirDocumentEmbedder:
         assert out[0] is not docs[0] and out[0].meta == docs[0].meta
         assert embedder.run([])["documents"] == []
 
+    def test_run_sorts_all_documents_by_length_before_batching(self, tiny_model_dir, encoder, monkeypatch):
+        import medeir_rag.encode as encode_module
+
+        calls = []
+        batcher = encode_module._batches_by_token_budget
+
+        def spy(lengths, *args, **kwargs):
+            batches = batcher(lengths, *args, **kwargs)
+            calls.append((list(lengths), batches))
+            return batches
+
+        monkeypatch.setattr(encode_module, "_batches_by_token_budget", spy)
+        embedder = MedeirDocumentEmbedder(model=str(tiny_model_dir), device=ComponentDevice.from_str("cpu"),
+                                          batch_size=2, progress_bar=False)
+        long = "Chest radiography showed bilateral infiltrates consistent with pneumonia. " * 4
+        texts = [long, "Gout.", long + "Asthma.", "Measles.", "Stroke signs."]
+        out = embedder.run([Document(content=t) for t in texts])["documents"]
+        # one batching over every text (before: one per slice of batch_size), at most batch_size per batch
+        ((lengths, batches),) = calls
+        assert len(lengths) == len(texts) and all(len(b) <= 2 for b in batches)
+        assert {0, 2} in [set(b) for b in batches]  # the two long documents share a batch
+        np.testing.assert_allclose([d.embedding for d in out], encoder.encode_document(texts), atol=1e-5)
+
     def test_run_wrong_input_format(self, tiny_model_dir):
         embedder = MedeirDocumentEmbedder(model=str(tiny_model_dir), device=ComponentDevice.from_str("cpu"))
         for bad in ("text", ["text"], [Document(content="x"), "y"]):

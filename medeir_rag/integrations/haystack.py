@@ -59,8 +59,6 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         f"haystack-ai is not installed ({error}); install it with: pip install 'medeir_rag[haystack]'"
     ) from error
 
-from tqdm.auto import tqdm
-
 from medeir_rag.chunking import DEFAULT_BOUNDARY_FRACTION, chunk_text, count_tokens
 from medeir_rag.encode import OVERLONG_POLICIES
 from medeir_rag.integrations._shared import get_encoder, get_reranker, get_token_window
@@ -160,18 +158,14 @@ class _EmbedderBase:
         return self.truncate_dim or self.encoder.model.config.hidden_size
 
     def _embed(self, texts: list[str]) -> list[list[float]]:
-        vectors: list[list[float]] = []
-        with tqdm(total=len(texts), desc="Embedding", unit="text", disable=not self.progress_bar) as progress:
-            for start in range(0, len(texts), self.batch_size):
-                batch = texts[start : start + self.batch_size]
-                embeddings = self.encoder.encode(
-                    batch, prompt=self._prompt, truncate_dim=self.truncate_dim,
-                    normalize=True if self.normalize_embeddings else None, overlong=self.overlong,
-                    show_progress=False,
-                )
-                vectors.extend(embeddings.tolist())
-                progress.update(len(batch))
-        return vectors
+        # every text in one call, so the encoder sorts them all by length before batching;
+        # batch_size caps the texts per forward pass
+        embeddings = self.encoder.encode(
+            texts, prompt=self._prompt, truncate_dim=self.truncate_dim,
+            normalize=True if self.normalize_embeddings else None, overlong=self.overlong,
+            show_progress=self.progress_bar, max_batch_size=self.batch_size,
+        )
+        return embeddings.tolist()
 
     def _init_parameters(self) -> dict[str, Any]:
         return {
@@ -230,7 +224,8 @@ class MedeirTextEmbedder(_EmbedderBase):
         :param device: the device to load the model on; `None` picks one automatically.
         :param prefix: a string added before the text (after the model's prompt).
         :param suffix: a string added after the text.
-        :param batch_size: texts per encode call.
+        :param batch_size: the most texts per forward pass (all texts are sorted by length and
+            batched by token budget in one encode call).
         :param progress_bar: show a progress bar.
         :param normalize_embeddings: force L2 normalisation (`False` keeps the model's setting).
         :param truncate_dim: Matryoshka dimension; `None` keeps the full vector.
@@ -323,7 +318,8 @@ class MedeirDocumentEmbedder(_EmbedderBase):
         :param device: the device to load the model on; `None` picks one automatically.
         :param prefix: a string added before each document text (after the model's prompt).
         :param suffix: a string added after each document text.
-        :param batch_size: documents per encode call.
+        :param batch_size: the most documents per forward pass (all documents are sorted by length
+            and batched by token budget in one encode call).
         :param progress_bar: show a progress bar.
         :param normalize_embeddings: force L2 normalisation (`False` keeps the model's setting).
         :param meta_fields_to_embed: metadata fields embedded together with the content.
