@@ -4,15 +4,16 @@ Examples::
 
     medeir query "first-line drug for type 2 diabetes"
     medeir query "asthma inhaler" --mode sparse --top-k 3 --json
-    medeir query "stroke warning signs" --rerank              # bundled cross-encoder
-    medeir query "stroke warning signs" --rerank out/reranker --candidates 50
+    medeir query "stroke warning signs" --reranker runs/reranker-cpu/final --candidates 50
 
 ``--mode``: ``dense`` (medeir embeddings), ``sparse`` (BM25-style weights over the medical
 tokenizer's pieces) or ``hybrid`` (convex combination of both with the model's tuned
 weight; the default). A query longer than the model window is truncated to it, with a
-warning. With ``--rerank`` the ``--candidates`` best chunks are re-scored by the
-cross-encoder and the printed score is its probability; otherwise the score is the
-retrieval score of the mode (cosine, BM25, or the fused score in [0, 1]).
+warning. Reranking is off by default. With ``--reranker PATH`` (or ``--rerank PATH``) the
+``--candidates`` best chunks are re-scored by that cross-encoder and the printed score is
+its probability; otherwise the score is the retrieval score of the mode (cosine, BM25, or
+the fused score in [0, 1]). ``--rerank`` without a PATH means the bundled reranker; none is
+shipped today, so that is a one-line error asking for ``--reranker PATH``.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=int, default=5, help="results to show (default: 5)")
     parser.add_argument("--mode", choices=SEARCH_MODES, default="hybrid", help="dense, sparse or hybrid (default)")
     parser.add_argument(
-        "--rerank", nargs="?", const=BUNDLED, default=None, metavar="PATH",
-        help="rerank with a cross-encoder directory (no PATH: the bundled reranker)",
+        "--reranker", "--rerank", dest="rerank", nargs="?", const=BUNDLED, default=None, metavar="PATH",
+        help="rerank with a cross-encoder directory (default: no reranking; no PATH: the bundled "
+        "reranker, which is not shipped today)",
     )
     parser.add_argument(
         "--candidates", type=int, default=None,
@@ -68,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("the query is empty")
 
     from medeir_rag.encoder import MedeirEncoder
-    from medeir_rag.model_files import DEFAULT_RERANKER_NAME, ModelFileError, bundled_model_path
+    from medeir_rag.model_files import ModelFileError
     from medeir_rag.vector_store import (
         CollectionMismatchError,
         CollectionNotFoundError,
@@ -80,14 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = None
     try:
         reranker = None
-        if args.rerank == BUNDLED and not bundled_model_path(DEFAULT_RERANKER_NAME).is_dir():
-            return _fail(
-                f"--rerank without a PATH uses the bundled reranker, which is not installed at "
-                f"{bundled_model_path(DEFAULT_RERANKER_NAME)}; pass --rerank PATH to a cross-encoder directory"
-            )
         if args.rerank is not None:
-            from medeir_rag.rerank import MedeirReranker
+            from medeir_rag.rerank import MedeirReranker, bundled_reranker_missing, no_bundled_reranker
 
+            if args.rerank == BUNDLED and bundled_reranker_missing(None):
+                return _fail(str(no_bundled_reranker("--reranker PATH, a CrossEncoder folder")))
             reranker = MedeirReranker(None if args.rerank == BUNDLED else args.rerank, device=args.device)
         encoder = MedeirEncoder(args.model, device=args.device)
         store = MedeirVectorStore(

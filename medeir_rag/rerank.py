@@ -3,7 +3,8 @@
 A reranker directory is a standard sentence-transformers ``CrossEncoder`` directory whose
 backbone is ``model_type="medeir"`` (registered when ``medeir_rag`` is imported), so it
 loads with ``trust_remote_code=False``. ``None`` means the reranker bundled with the
-package (``medeir_rag/assets/medeir-small-reranker``).
+package (``medeir_rag/assets/medeir-small-reranker``); none ships today, so asking for it
+is an error that names the argument to pass instead.
 """
 
 from __future__ import annotations
@@ -14,14 +15,30 @@ from pathlib import Path
 
 import numpy as np
 
-from medeir_rag.model_files import DEFAULT_RERANKER_NAME, resolve_model_path
+from medeir_rag.model_files import DEFAULT_RERANKER_NAME, bundled_model_path, resolve_model_path
+
+
+def bundled_reranker_missing(name_or_path: str | os.PathLike[str] | None) -> bool:
+    """True when ``name_or_path`` asks for the bundled reranker (``None``, or its name with no
+    folder of that name here) and none is installed."""
+    if name_or_path is not None and (str(name_or_path) != DEFAULT_RERANKER_NAME or Path(name_or_path).is_dir()):
+        return False
+    return not bundled_model_path(DEFAULT_RERANKER_NAME).is_dir()
+
+
+def no_bundled_reranker(how_to_pass: str) -> FileNotFoundError:
+    """The error for asking for the bundled reranker when none is installed."""
+    return FileNotFoundError(
+        f"no reranker is bundled with medeir_rag; pass {how_to_pass} (train one with `medeir train-reranker`)"
+    )
 
 
 class MedeirReranker:
     """Scores (query, passage) pairs with a cross-encoder.
 
     Args:
-        model_name_or_path: a CrossEncoder directory, a hub id, or ``None`` for the bundled reranker.
+        model_name_or_path: a CrossEncoder directory, a hub id, or ``None`` for the bundled
+            reranker (``FileNotFoundError`` when none is installed, as today).
         device: ``"cpu"``, ``"cuda"``, ...; defaults to CUDA when available.
         max_length: pair window in tokens; defaults to the one saved with the model.
     """
@@ -38,6 +55,8 @@ class MedeirReranker:
         import medeir_rag  # noqa: F401  (registers the medeir model type)
         from medeir_rag.encoder import default_device
 
+        if bundled_reranker_missing(model_name_or_path):
+            raise no_bundled_reranker("model_name_or_path=<path to a CrossEncoder folder>")
         self.path: Path = resolve_model_path(model_name_or_path, default=DEFAULT_RERANKER_NAME)
         self.device = device or default_device()
         self.model = CrossEncoder(str(self.path), device=self.device, max_length=max_length, trust_remote_code=False)

@@ -152,6 +152,17 @@ class TestMedeirSimilarityRanker:
         with pytest.raises(ValueError, match="top_k"):
             MedeirSimilarityRanker(top_k=0)
 
+    def test_default_model_asks_for_a_path_when_no_reranker_is_bundled(self, monkeypatch, tmp_path):
+        from medeir_rag import model_files
+
+        monkeypatch.setattr(model_files, "BUNDLED_MODELS_DIR", tmp_path)  # no bundled reranker, whatever ships
+        ranker = MedeirSimilarityRanker(device=ComponentDevice.from_str("cpu"))  # loads nothing yet
+        message = r"no reranker is bundled with medeir_rag; pass model=<path to a CrossEncoder folder> \(train one"
+        with pytest.raises(FileNotFoundError, match=message):
+            ranker.warm_up()
+        with pytest.raises(FileNotFoundError, match=message):
+            ranker.run(query="asthma", documents=[Document(content="Asthma inhalers.")])
+
     def test_run(self, tiny_reranker_dir):
         ranker = MedeirSimilarityRanker(model=str(tiny_reranker_dir), device=ComponentDevice.from_str("cpu"), top_k=3)
         docs = [Document(content=t) for t in ("Gout.", "Asthma inhalers.", "Measles vaccine.", "Stroke signs.")]

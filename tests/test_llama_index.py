@@ -125,6 +125,17 @@ def test_rerank_scores_sorts_and_emits_events(tiny_reranker_dir):
         reranker.postprocess_nodes(nodes)
 
 
+def test_rerank_without_a_model_asks_for_one_when_none_is_bundled(monkeypatch, tmp_path):
+    from medeir_rag import model_files
+
+    monkeypatch.setattr(model_files, "BUNDLED_MODELS_DIR", tmp_path)  # no bundled reranker, whatever ships
+    message = r"no reranker is bundled with medeir_rag; pass model=<path to a CrossEncoder folder> \(train one"
+    with pytest.raises(FileNotFoundError, match=message):
+        MedeirRerank(top_n=5)
+    with pytest.raises(FileNotFoundError, match=message):
+        MedeirRerank(model="medeir-small-reranker")  # the bundled name, spelled out
+
+
 def test_ingestion_pipeline_and_query_engine_over_qdrant(embed_model, documents, tiny_model_dir, tiny_reranker_dir, tmp_path):
     from llama_index.vector_stores.qdrant import QdrantVectorStore
 

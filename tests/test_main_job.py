@@ -104,6 +104,22 @@ def test_sample_corpus_index_and_query_with_network_blocked(no_network, tiny_mod
     assert summary["skipped_existing"] == documents and summary["points"] == documents
 
 
+def test_rerank_without_a_path_is_a_one_line_error_naming_reranker_path(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    from medeir_rag import model_files
+
+    monkeypatch.setattr(model_files, "BUNDLED_MODELS_DIR", tmp_path / "assets")  # no bundled reranker
+    qdrant = tmp_path / "qdrant"
+    assert indexing.main(store_args(tiny_model_dir, qdrant, "--no-progress", "--limit", "3")) == 0
+    capsys.readouterr()
+    assert querying.main(["asthma", "--rerank", *store_args(tiny_model_dir, qdrant)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert "no reranker is bundled with medeir_rag; pass --reranker PATH" in captured.err
+    assert "medeir train-reranker" in captured.err
+    assert querying.build_parser().parse_args(["asthma", "--reranker", "runs/r"]).rerank == "runs/r"
+    assert querying.build_parser().parse_args(["asthma"]).rerank is None  # reranking is off by default
+
+
 def test_index_a_folder_of_mixed_files(no_network, corpus_dir, tiny_model_dir, tmp_path, capsys):
     docs = list(read_documents(corpus_dir))
     assert [d.id for d in docs] == [

@@ -14,7 +14,7 @@ import threading
 from medeir_rag.chunking import TokenWindow, load_token_window
 from medeir_rag.encoder import MedeirEncoder, default_device
 from medeir_rag.model_files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME, resolve_model_path
-from medeir_rag.rerank import MedeirReranker
+from medeir_rag.rerank import MedeirReranker, bundled_reranker_missing, no_bundled_reranker
 
 _lock = threading.Lock()
 _encoders: dict[tuple[str, str, str], MedeirEncoder] = {}
@@ -38,7 +38,13 @@ def get_encoder(model: str | os.PathLike[str] | None, device: str | None = None,
 def get_reranker(
     model: str | os.PathLike[str] | None, device: str | None = None, max_length: int | None = None
 ) -> MedeirReranker:
-    """A shared ``MedeirReranker``; ``None`` is the bundled reranker."""
+    """A shared ``MedeirReranker``; ``None`` is the bundled reranker.
+
+    Raises ``FileNotFoundError`` naming the ``model`` argument when the bundled reranker is
+    asked for (``None`` or its name) and none is installed.
+    """
+    if bundled_reranker_missing(model):
+        raise no_bundled_reranker("model=<path to a CrossEncoder folder>")
     key = (_key(model, DEFAULT_RERANKER_NAME), device or default_device(), max_length)
     with _lock:
         if key not in _rerankers:

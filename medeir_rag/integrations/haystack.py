@@ -432,7 +432,9 @@ class MedeirSimilarityRanker:
         """
         Create a MedeirSimilarityRanker.
 
-        :param model: a medeir CrossEncoder directory or hub id (default: the bundled reranker).
+        :param model: a medeir CrossEncoder directory or hub id. The default names the bundled
+            reranker, which is not shipped today: `warm_up` (and so the pipeline) then raises a
+            `FileNotFoundError` asking for `model=<path to a CrossEncoder folder>`.
         :param device: the device to load the model on; `None` picks one automatically.
         :param top_k: the most Documents to return.
         :param query_prefix: a string added before the query.

@@ -9,7 +9,9 @@ and ``SentenceTransformerRerank``, with the same parameter names::
     Settings.embed_model = MedeirEmbedding(model_name="path/to/medeir-st")
     Settings.node_parser = MedeirTokenWindowSplitter(model_name="path/to/medeir-st", chunk_size=2048)
     index = VectorStoreIndex.from_documents(documents)
-    engine = index.as_query_engine(similarity_top_k=20, node_postprocessors=[MedeirRerank(top_n=5)])
+    engine = index.as_query_engine(
+        similarity_top_k=20, node_postprocessors=[MedeirRerank(model="path/to/medeir-reranker", top_n=5)]
+    )
 
 Design choices:
 
@@ -290,7 +292,9 @@ class MedeirRerank(BaseNodePostprocessor):
 
     Args:
         top_n: nodes to keep.
-        model: a CrossEncoder directory or hub id; ``None`` is the bundled reranker.
+        model: a CrossEncoder directory or hub id; ``None`` is the bundled reranker, which is
+            not shipped today: then construction raises a ``FileNotFoundError`` asking for
+            ``model=<path to a CrossEncoder folder>``.
         device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
         keep_retrieval_score: copy each node's retrieval score to ``metadata["retrieval_score"]``.
         batch_size: pairs per forward pass.
