@@ -2,12 +2,13 @@
 
 Two pipelines, both offline: indexing (MedeirDocumentSplitter -> MedeirDocumentEmbedder ->
 DocumentWriter into an embedded QdrantDocumentStore) and querying (MedeirTextEmbedder ->
-QdrantEmbeddingRetriever -> MedeirSimilarityRanker -> PromptBuilder). No LLM is called: the
+QdrantEmbeddingRetriever -> PromptBuilder, with a MedeirSimilarityRanker after the retriever
+when --reranker names a cross-encoder folder: none is bundled). No LLM is called: the
 script prints the ranked evidence and the prompt a generator would receive; connect any
 Haystack chat generator to `prompt_builder.prompt` to get an answer. The query pipeline is
 serialised to YAML and loaded back, as a deployment would do.
 
-    python examples/haystack_pubmed_qa.py                                  # 200 abstracts, bundled models
+    python examples/haystack_pubmed_qa.py                                  # 200 abstracts, bundled model
     python examples/haystack_pubmed_qa.py ../shared/data/pretrain/pubmed_abstracts_bionlp.jsonl.gz \
         --limit 1000 --model out/medeir-st --reranker out/medeir-reranker --question "Does naloxone block clonidine?"
 """
@@ -30,7 +31,7 @@ from medeir_rag.integrations.haystack import (
     MedeirSimilarityRanker,
     MedeirTextEmbedder,
 )
-from medeir_rag.model_files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME
+from medeir_rag.model_files import DEFAULT_MODEL_NAME
 
 DEFAULT_DATA = "../shared/data/pretrain/pubmed_abstracts_bionlp.jsonl.gz"
 DEFAULT_QUESTION = "Does naloxone reverse the blood pressure effect of clonidine?"
@@ -49,11 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("path", nargs="?", default=DEFAULT_DATA, help=f"PubMed data (default: {DEFAULT_DATA})")
     parser.add_argument("--limit", type=int, default=200, help="abstracts to index (default: 200)")
     parser.add_argument("--model", default=DEFAULT_MODEL_NAME, help="medeir sentence-transformers directory (default: bundled)")
-    parser.add_argument("--reranker", default=DEFAULT_RERANKER_NAME, help="medeir cross-encoder directory (default: bundled)")
+    parser.add_argument("--reranker", default=None, help="medeir cross-encoder directory (default: no reranking)")
     parser.add_argument("--split-length", type=int, default=None, help="tokens per chunk (default: the model window)")
     parser.add_argument("--qdrant-path", default=None, help="embedded Qdrant folder (default: in memory)")
     parser.add_argument("--question", default=DEFAULT_QUESTION, help="the question")
-    parser.add_argument("--top-k", type=int, default=3, help="passages kept after reranking (default: 3)")
+    parser.add_argument("--top-k", type=int, default=3, help="passages kept (default: 3)")
     return parser
 
 
@@ -84,13 +85,17 @@ def build_pipelines(args: argparse.Namespace) -> tuple[Pipeline, Pipeline]:
 
     querying = Pipeline()
     querying.add_component("embedder", MedeirTextEmbedder(model=args.model, progress_bar=False))
-    querying.add_component("retriever", QdrantEmbeddingRetriever(document_store=store, top_k=max(4 * args.top_k, 10)))
-    querying.add_component("ranker", MedeirSimilarityRanker(model=args.reranker, top_k=args.top_k,
-                                                            meta_fields_to_embed=["title"]))
+    candidates = max(4 * args.top_k, 10) if args.reranker else args.top_k
+    querying.add_component("retriever", QdrantEmbeddingRetriever(document_store=store, top_k=candidates))
     querying.add_component("prompt_builder", PromptBuilder(template=TEMPLATE, required_variables=["question", "documents"]))
     querying.connect("embedder.embedding", "retriever.query_embedding")
-    querying.connect("retriever.documents", "ranker.documents")
-    querying.connect("ranker.documents", "prompt_builder.documents")
+    if args.reranker:  # optional: no reranker is bundled
+        querying.add_component("ranker", MedeirSimilarityRanker(model=args.reranker, top_k=args.top_k,
+                                                                meta_fields_to_embed=["title"]))
+        querying.connect("retriever.documents", "ranker.documents")
+        querying.connect("ranker.documents", "prompt_builder.documents")
+    else:
+        querying.connect("retriever.documents", "prompt_builder.documents")
     return indexing, querying
 
 
@@ -108,15 +113,16 @@ def main(argv: list[str] | None = None) -> dict:
     Pipeline.loads(yaml_text, allowed_modules=["medeir_rag.integrations.haystack"])
 
     question = args.question
-    result = querying.run(
-        {"embedder": {"text": question}, "ranker": {"query": question}, "prompt_builder": {"question": question}},
-        include_outputs_from={"ranker"},
-    )
+    last = "ranker" if args.reranker else "retriever"
+    inputs = {"embedder": {"text": question}, "prompt_builder": {"question": question}}
+    if args.reranker:
+        inputs["ranker"] = {"query": question}
+    result = querying.run(inputs, include_outputs_from={last})
     print(f"\nQ: {question}")
-    for rank, doc in enumerate(result["ranker"]["documents"], start=1):
+    for rank, doc in enumerate(result[last]["documents"], start=1):
         print(f"{rank}. [{doc.score:.3f}] PMID {doc.meta['pmid']}: {doc.meta['title']}")
     print("\nPrompt for a generator:\n" + result["prompt_builder"]["prompt"][:1200])
-    return {"documents": result["ranker"]["documents"], "prompt": result["prompt_builder"]["prompt"], "yaml": yaml_text}
+    return {"documents": result[last]["documents"], "prompt": result["prompt_builder"]["prompt"], "yaml": yaml_text}
 
 
 # %%

@@ -1,11 +1,12 @@
 """LlamaIndex over PubMed abstracts with medeir: token-window chunks, Qdrant, cross-encoder reranking.
 
 Everything runs offline: the embedded Qdrant (in memory, or a folder with --qdrant-path),
-the medeir embedding model and the medeir reranker. No LLM is called (`Settings.llm = None`,
+the medeir embedding model and, when --reranker names a cross-encoder folder (none is
+bundled), the medeir reranker. No LLM is called (`Settings.llm = None`,
 `response_mode="no_text"`): the script prints the retrieved evidence; plug an LLM into
 `Settings.llm` and drop `response_mode` to get synthesised answers.
 
-    python examples/llamaindex_pubmed.py                                   # 200 abstracts, bundled models
+    python examples/llamaindex_pubmed.py                                   # 200 abstracts, bundled model
     python examples/llamaindex_pubmed.py ../shared/data/pretrain/pubmed_abstracts_bionlp.jsonl.gz \
         --limit 1000 --model out/medeir-st --reranker out/medeir-reranker --query "naloxone and clonidine"
 
@@ -24,7 +25,6 @@ from qdrant_client import QdrantClient
 
 from medeir_rag.documents import read_documents
 from medeir_rag.integrations.llama_index import MedeirEmbedding, MedeirRerank, MedeirTokenWindowSplitter
-from medeir_rag.model_files import DEFAULT_RERANKER_NAME, bundled_model_path
 
 DEFAULT_DATA = "../shared/data/pretrain/pubmed_abstracts_bionlp.jsonl.gz"
 DEFAULT_QUERY = "Which drugs lower blood pressure, and what reverses their effect?"
@@ -36,8 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("path", nargs="?", default=DEFAULT_DATA, help=f"PubMed data (default: {DEFAULT_DATA})")
     parser.add_argument("--limit", type=int, default=200, help="abstracts to index (default: 200)")
     parser.add_argument("--model", default=None, help="medeir sentence-transformers directory (default: bundled)")
-    parser.add_argument("--reranker", default=None, help="medeir cross-encoder directory (default: bundled, if installed)")
-    parser.add_argument("--no-rerank", action="store_true", help="skip reranking")
+    parser.add_argument("--reranker", default=None, help="medeir cross-encoder directory (default: no reranking)")
     parser.add_argument("--chunk-size", type=int, default=None, help="tokens per chunk (default: the model window)")
     parser.add_argument("--qdrant-path", default=":memory:", help="embedded Qdrant folder (default: in memory)")
     parser.add_argument("--query", default=DEFAULT_QUERY, help="the question")
@@ -73,9 +72,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     embed_model = MedeirEmbedding(model_name=args.model)
     splitter = MedeirTokenWindowSplitter(model_name=args.model, chunk_size=args.chunk_size)
-    rerank = not args.no_rerank and (args.reranker is not None or bundled_model_path(DEFAULT_RERANKER_NAME).is_dir())
-    if not args.no_rerank and not rerank:
-        print("no reranker given and none bundled: showing retrieval order")
+    rerank = args.reranker is not None  # optional: no reranker is bundled
 
     client = QdrantClient(location=":memory:") if args.qdrant_path == ":memory:" else QdrantClient(path=args.qdrant_path)
     try:

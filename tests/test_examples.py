@@ -40,6 +40,20 @@ def test_haystack_example(tiny_model_dir, tiny_reranker_dir, capsys):
     assert "20 abstracts" in capsys.readouterr().out
 
 
+def test_examples_do_not_rerank_by_default(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("llama_index.vector_stores.qdrant")
+    pytest.importorskip("haystack_integrations.document_stores.qdrant")
+    from medeir_rag import model_files
+
+    monkeypatch.setattr(model_files, "BUNDLED_MODELS_DIR", tmp_path / "assets")  # no bundled reranker
+    common = [str(DATA), "--limit", "8", "--model", str(tiny_model_dir), "--top-k", "2"]
+    hits = load("llamaindex_pubmed.py")["main"]([*common, "--qdrant-path", str(tmp_path / "qdrant")])
+    assert len(hits) == 2
+    result = load("haystack_pubmed_qa.py")["main"](common)
+    assert len(result["documents"]) == 2 and "MedeirSimilarityRanker" not in result["yaml"]
+    assert "[PMID " in result["prompt"]
+
+
 @pytest.mark.parametrize("name", ["llamaindex_pubmed.py", "haystack_pubmed_qa.py"])
 def test_notebooks_are_current_copies_of_the_scripts(name):
     make = load("make_notebooks.py")
