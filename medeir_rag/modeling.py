@@ -281,10 +281,8 @@ class MedeirForMaskedLM(MedeirPreTrainedModel):
     - with ``labels``: ``loss`` and ``masked_logits`` (``(num_masked, vocab)``, the labelled
       positions only, which is all the loss needs: the full ``(B, L, vocab)`` tensor would
       cost more memory than the whole encoder for a 30%-masking MLM step).
-      ``return_logits=True`` adds the full ``(B, L, vocab)`` ``logits``; ``False`` returns
-      ``logits=None``. The default (``None``) still puts the ``(num_masked, vocab)`` tensor in
-      ``logits`` as well, for callers written before ``masked_logits`` existed
-      (``training/pretrain.py`` evaluation); read ``masked_logits`` in new code.
+      ``return_logits=True`` adds the full ``(B, L, vocab)`` ``logits``; otherwise ``logits``
+      is ``None``: ``logits`` is always ``(B, L, vocab)`` when it is present.
     """
 
     _tied_weights_keys = {"decoder.weight": "medeir.embeddings.word_embeddings.weight"}
@@ -329,7 +327,7 @@ class MedeirForMaskedLM(MedeirPreTrainedModel):
         else:
             selected = labels.reshape(-1) != -100
             masked_logits = self.decoder(self.head(hidden.reshape(-1, hidden.shape[-1])[selected]))
-            logits = masked_logits if return_logits is None else None
+            logits = None
         loss = F.cross_entropy(masked_logits.float(), labels[labels != -100])
         return MedeirMaskedLMOutput(
             loss=loss, logits=logits, masked_logits=masked_logits, hidden_states=outputs.hidden_states

@@ -213,7 +213,7 @@ def evaluate(
         with autocast:
             out = model(input_ids=inputs.to(device), labels=labels.to(device))
         targets = labels[labels != -100].to(device)
-        logits = out.logits.float()
+        logits = out.masked_logits.float()
         nats = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
         totals += torch.tensor(
             [nats.item(), (logits.argmax(-1) == targets).sum().item(), targets.numel(),
