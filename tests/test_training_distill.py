@@ -79,6 +79,16 @@ def test_teacher_cache_resumes_after_an_interrupted_pass(tmp_path):
     assert text_key("a") != text_key("b")
 
 
+def test_similarity_kl_compares_each_text_with_the_others_only():
+    torch.manual_seed(0)
+    teacher = torch.nn.functional.normalize(torch.randn(8, 16), dim=-1)
+    rotation, _ = torch.linalg.qr(torch.randn(16, 16))
+    assert distill.similarity_kl(teacher @ rotation, teacher, 0.05) < 1e-5  # same geometry: no loss
+    shuffled = teacher[torch.randperm(8)]
+    loss = distill.similarity_kl(shuffled, teacher, 0.05)
+    assert torch.isfinite(loss) and loss > 0.1
+
+
 # ----------------------------------------------------------------------------
 # distill-vocab
 

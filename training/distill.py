@@ -16,7 +16,8 @@ Design choices (DistilBERT / MiniLM-style embedding distillation; Model2Vec for 
 - **Loss** = ``cosine * (1 - cos(W s, t))`` (``W`` a learned projection to the teacher's
   width, dropped after training) ``+ kl * KL(softmax(T / tau) || softmax(S / tau))``,
   ``S`` and ``T`` the in-batch cosine matrices of the student's own (unprojected)
-  embeddings and of the teacher's. The second term shapes the space the store searches.
+  embeddings and of the teacher's, self-similarities masked out. The second term shapes
+  the space the store searches (the projection is not saved).
 - **Texts**: the allowed medical and general text (``DistillTexts.quotas``: MedQuAD
   training questions and answers, PubMed titles, sentences and passages, bio sentences,
   GO and WordNet definitions), held-out records excluded by the one hash rule. Query-like
@@ -226,15 +227,26 @@ class Student(torch.nn.Module):
         return mean_pool(hidden, attention_mask)
 
 
+def similarity_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL between the teacher's and the student's softmax over each text's similarity to the *other* texts.
+
+    The diagonal (a text's similarity to itself, always the largest) is masked out: left
+    in, it takes nearly all the probability mass and the term says next to nothing.
+    """
+    s = F.normalize(student.float(), dim=-1)
+    t = F.normalize(teacher.float(), dim=-1)
+    self_pairs = torch.eye(len(s), dtype=torch.bool, device=s.device)
+    s_logits = (s @ s.T / temperature).masked_fill(self_pairs, -1e4)  # -inf would make 0 * inf = nan
+    t_logits = (t @ t.T / temperature).masked_fill(self_pairs, -1e4)
+    return F.kl_div(F.log_softmax(s_logits, dim=-1), F.log_softmax(t_logits, dim=-1), log_target=True,
+                    reduction="batchmean")
+
+
 def distillation_loss(student: torch.Tensor, projected: torch.Tensor, teacher: torch.Tensor,
                       config: DistillConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """``cosine * (1 - cos(W s, t)) + kl * KL(teacher in-batch softmax || student's)``."""
     cos_term = (1 - F.cosine_similarity(projected.float(), teacher, dim=-1)).mean()
-    s = F.normalize(student.float(), dim=-1)
-    t = F.normalize(teacher, dim=-1)
-    tau = config.loss.temperature
-    kl_term = F.kl_div(F.log_softmax(s @ s.T / tau, dim=-1), F.log_softmax(t @ t.T / tau, dim=-1),
-                       log_target=True, reduction="batchmean")
+    kl_term = similarity_kl(student, teacher, config.loss.temperature)
     loss = config.loss.cosine * cos_term + config.loss.kl * kl_term
     return loss, {"cos_loss": cos_term.item(), "kl_loss": kl_term.item()}
 
@@ -262,7 +274,9 @@ def validation_metrics(student: Student, tokenizer, texts: list[str], teacher: t
     student.eval()
     size = config.train.batch_size
     total, cos, kl, batches = 0.0, 0.0, 0.0, 0
-    for start in range(0, len(texts) - size + 1, size):
+    for start in range(0, len(texts) - 1, size):  # the last batch may be smaller (at least 2 texts)
+        if len(texts) - start < 2:
+            break
         batch = tokenize(tokenizer, texts[start:start + size], config.train.max_seq_length, device)
         with autocast:
             pooled = student(**batch)
