@@ -13,12 +13,15 @@ from pathlib import Path
 
 from safetensors import safe_open
 
+from medeir_rag.errors import MedeirError, MissingPathError, NotAFolderError
+
 BUNDLED_MODELS_DIR = Path(__file__).parent / "assets"
 DEFAULT_MODEL_NAME = "medeir-small"
 DEFAULT_RERANKER_NAME = "medeir-small-reranker"
+HUB_PREFIX = "hf:"
 
 
-class ModelFileError(ValueError):
+class ModelFileError(MedeirError, ValueError):
     """A model file is present but unreadable (corrupt JSON, truncated safetensors, ...)."""
 
 
@@ -28,38 +31,55 @@ def bundled_model_path(name: str = DEFAULT_MODEL_NAME) -> Path:
 
 
 def resolve_model_path(name_or_path: str | os.PathLike[str] | None, *, default: str = DEFAULT_MODEL_NAME) -> Path:
-    """Turn ``None`` (the bundled default), a local path, or a hub id into a local directory.
+    """Turn ``None`` (the bundled default), a local path, or ``hf:org/name`` into a local directory.
 
-    A hub id is resolved with ``huggingface_hub.snapshot_download``, which honours
-    ``HF_HUB_OFFLINE=1`` (then only the local cache is used, nothing is downloaded).
+    Only the explicit form ``hf:org/name`` is looked up on the Hugging Face hub (with
+    ``huggingface_hub.snapshot_download``, which honours ``HF_HUB_OFFLINE=1``: then only the
+    local cache is used). Anything else is a local path or the name of a bundled model, so
+    a mistyped path such as ``patients/model-typo`` is a ``MissingPathError`` naming it and
+    never becomes a network request that carries the name.
+
+    Raises:
+        MissingPathError: the directory does not exist, or the hub model is not available.
+        NotAFolderError: the path is a file.
     """
     if name_or_path is None:
         path = bundled_model_path(default)
         if not path.is_dir():
             stage = "train-reranker" if default == DEFAULT_RERANKER_NAME else "finetune"
-            raise FileNotFoundError(
+            raise MissingPathError(
                 f"the bundled model {default!r} is not installed at {path}; pass a model path "
                 f"(train one with `medeir {stage}`) or reinstall medeir_rag"
             )
         return path
+    text = os.fspath(name_or_path)
+    if isinstance(text, str) and text.startswith(HUB_PREFIX):
+        return _download_hub_model(text)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
     if path.exists():
-        raise NotADirectoryError(f"model path {path} is a file; expected a model directory")
+        raise NotAFolderError(f"model path {path} is a file; expected a model directory")
     if bundled_model_path(str(name_or_path)).is_dir():
         return bundled_model_path(str(name_or_path))
-    text = str(name_or_path)
-    looks_local = text.startswith((".", "/", "~")) or text.count("/") != 1
-    if looks_local:
-        raise FileNotFoundError(f"model directory {path} does not exist")
+    hint = ""
+    if not str(text).startswith((".", "/", "~")) and str(text).count("/") == 1:
+        hint = f" (a model on the Hugging Face hub must be named {HUB_PREFIX}{text})"
+    raise MissingPathError(f"model directory {path} does not exist{hint}")
+
+
+def _download_hub_model(text: str) -> Path:
+    """The local snapshot of ``hf:org/name`` (the cache only, with ``HF_HUB_OFFLINE=1``)."""
+    repo_id = text.removeprefix(HUB_PREFIX).removeprefix("//")
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise MissingPathError(f"{text!r} is not a hub model id; expected {HUB_PREFIX}org/name")
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.txt", "*/*.json"]))
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*/*.json"]))
     except Exception as error:  # offline, unknown repo, no network: all mean "not available here"
-        raise FileNotFoundError(
-            f"{text!r} is neither a local directory nor a hub model available here ({type(error).__name__}); "
+        raise MissingPathError(
+            f"hub model {repo_id!r} (from {text!r}) is not available here ({type(error).__name__}); "
             "with HF_HUB_OFFLINE=1 only models already in the local hub cache can be used"
         ) from error
 
@@ -67,7 +87,7 @@ def resolve_model_path(name_or_path: str | os.PathLike[str] | None, *, default: 
 def read_json(path: Path) -> dict | list:
     """Read a JSON file, raising ``FileNotFoundError``/``ModelFileError`` that name it."""
     if not path.is_file():
-        raise FileNotFoundError(f"missing model file: {path}")
+        raise MissingPathError(f"missing model file: {path}")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -79,7 +99,7 @@ def check_safetensors(path: Path) -> None:
     if not path.is_file():
         pickled = [p.name for p in path.parent.glob("*.bin")]
         hint = f" (found {pickled}: pickle weights are refused; convert them to safetensors)" if pickled else ""
-        raise FileNotFoundError(f"missing model file: {path}{hint}")
+        raise MissingPathError(f"missing model file: {path}{hint}")
     try:
         with safe_open(str(path), framework="pt") as handle:
             names = list(handle.keys())

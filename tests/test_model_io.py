@@ -86,7 +86,7 @@ def test_sentence_transformers_directory_names_only_stock_modules(tiny_model_dir
     assert [m["type"].rsplit(".", 1)[1] for m in modules] == ["Transformer", "Pooling", "Normalize"]
     st_config = json.loads((tiny_model_dir / "config_sentence_transformers.json").read_text())
     assert st_config["prompts"] == DEFAULT_PROMPTS
-    assert set(st_config["prompts"]) == {"query", "document", "text"}
+    assert set(st_config["prompts"]) == {"query", "document"}  # no "text": mteb warns about unknown names
     from sentence_transformers import SentenceTransformer
 
     assert SentenceTransformer(str(tiny_model_dir), device="cpu").max_seq_length == 8192
@@ -188,6 +188,9 @@ def test_missing_directory_is_a_clear_error(tmp_path):
 
 
 def test_hub_id_offline_is_a_clear_error(monkeypatch):
+    # a hub model must be asked for as hf:org/name; a bare org/name is a local path (no lookup)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(FileNotFoundError, match="neither a local directory nor a hub model"):
+    with pytest.raises(FileNotFoundError, match="hub model 'medeir-org/not-in-the-local-cache' .*not available here"):
+        MedeirEncoder("hf:medeir-org/not-in-the-local-cache")
+    with pytest.raises(FileNotFoundError, match="does not exist .*hf:medeir-org/not-in-the-local-cache"):
         MedeirEncoder("medeir-org/not-in-the-local-cache")
