@@ -216,12 +216,42 @@ def test_finetune_with_a_teacher_filters_mined_negatives(pretrained, tmp_path):
     out = tmp_path / "ft-teacher"
     code = finetune.main(["--config", "tiny", "--init", str(pretrained["final"]), "--out", str(out), "--max-steps", "4",
                           *data_overrides(pretrained["data"]),
-                          "--set", f"teacher={{name: {teacher}, cache_dir: {tmp_path / 'cache'}, bf16: false}}"])
+                          "--set", f"teacher={{name: {teacher}, cache_dir: {tmp_path / 'cache'}, bf16: false}}",
+                          "--set", "teacher_geometry=0.5"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["teacher"] == str(teacher)
+    assert summary["teacher"] == str(teacher) and summary["teacher_geometry"] == 0.5
+    assert summary["final_loss"] is not None
     assert set(summary["teacher_filter"]) == {"candidates_dropped", "pairs_refilled"}
     assert list((tmp_path / "cache").rglob("shard-*.safetensors"))
+
+
+def test_teacher_geometry_loss_is_mnrl_plus_the_similarity_kl(pretrained, tmp_path):
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from medeir_rag.training.distill import similarity_kl
+
+    model = finetune.load_init_model(pretrained["final"], tmp_path / "init", "cpu")
+    texts_a = ["What causes Asthma ?", "What is (are) Gout ?", "How to prevent Malaria ?"]
+    texts_p = ["Asthma is caused by damage to the airways .", "Gout is a disorder of the joints .",
+               "Vaccination prevents Malaria ."]
+    features = [model.tokenize(texts_a), model.tokenize(texts_p)]
+    teacher = torch.nn.functional.normalize(torch.randn(3, 2, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    mnrl = MultipleNegativesRankingLoss(model, scale=20.0)
+    combined = finetune.TeacherGeometryLoss(model, mnrl, weight=2.0, temperature=0.05)
+    with torch.no_grad():
+        total = combined(features, teacher)
+        emb_a, emb_p = model(model.tokenize(texts_a))["sentence_embedding"], model(model.tokenize(texts_p))["sentence_embedding"]
+        expected = mnrl.compute_loss_from_embeddings([emb_a, emb_p], None) + 2.0 * (
+            similarity_kl(emb_a, teacher[:, 0], 0.05) + similarity_kl(emb_p, teacher[:, 1], 0.05)) / 2
+    torch.testing.assert_close(total, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_teacher_geometry_needs_a_teacher():
+    from medeir_rag.training.config import FinetuneConfig
+
+    with pytest.raises(ValueError, match="teacher_geometry > 0 needs a teacher"):
+        FinetuneConfig(teacher_geometry=1.0)
 
 
 def test_finetune_needs_init(tmp_path, capsys):

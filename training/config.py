@@ -290,6 +290,16 @@ class FinetuneConfig(Section):
         "are dropped as false negatives (MedEIR's pure recipe keeps teacher: null)",
     )
     teacher_candidates: int = Field(8, ge=1, description="BM25 candidates per pair the teacher filter looks at")
+    teacher_geometry: float = Field(
+        0.0, ge=0, description="weight of a KL term keeping the in-batch similarities of anchors and of positives "
+        "close to the teacher's (needs teacher; 0 = off)",
+    )
+
+    @model_validator(mode="after")
+    def _check_teacher(self) -> FinetuneConfig:
+        if self.teacher_geometry > 0 and self.teacher is None:
+            raise ValueError("teacher_geometry > 0 needs a teacher (teacher.name)")
+        return self
 
 
 # ----------------------------------------------------------------------------

@@ -22,6 +22,9 @@ Design choices (sentence-transformers' trainer, E5/GTE-style recipes):
   ``teacher_candidates`` negatives per pair, the teacher drops those it scores at or
   above the positive (often a second answer to the same question), and the hardest
   ``data.hard_negatives`` that remain are kept (``pairs.drop_teacher_false_negatives``).
+- **Teacher geometry** (``teacher_geometry > 0``): a KL term keeps the in-batch
+  similarity structure of anchors and of positives close to the teacher's while the
+  pairs teach the retrieval task (``TeacherGeometryLoss``).
 - **Prompts**: anchors get ``query: ``, positives and negatives ``passage: ``
   (``SentenceTransformerTrainingArguments(prompts=...)``), the prompts saved with the
   model, so training and ``encode_query``/``encode_document`` agree.
@@ -227,10 +230,55 @@ def matryoshka_dims(dims: list[int], hidden: int) -> list[int]:
     return sorted({min(d, hidden) for d in dims} | {hidden}, reverse=True)
 
 
+class TeacherGeometryLoss(torch.nn.Module):
+    """MNRL plus ``weight * KL`` between the teacher's and the student's in-batch similarities.
+
+    Contrastive pairs from a few sources pull the space toward their style (measured on a
+    static model: +24 nDCG@10 on MedQuAD QA, -5 and -6 on two kept-out medical sets); the
+    KL term (``distill.similarity_kl``, anchors and positives separately) keeps the rest of
+    the geometry the distillation stage learnt. ``labels`` are the teacher embeddings,
+    ``(batch, 2, teacher_dim)``: anchor, positive.
+    """
+
+    def __init__(self, model, mnrl: torch.nn.Module, weight: float, temperature: float) -> None:
+        super().__init__()
+        self.model = model
+        self.mnrl = mnrl
+        self.weight = weight
+        self.temperature = temperature
+
+    def forward(self, sentence_features, labels):
+        from sentence_transformers.base.losses.merged_forward import embed_columns
+
+        from .distill import similarity_kl
+
+        embeddings = embed_columns(self.model, sentence_features)
+        loss = self.mnrl.compute_loss_from_embeddings(embeddings, None)
+        geometry = (similarity_kl(embeddings[0], labels[:, 0], self.temperature)
+                    + similarity_kl(embeddings[1], labels[:, 1], self.temperature)) / 2
+        return loss + self.weight * geometry
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"weight": self.weight, "temperature": self.temperature, **self.mnrl.get_config_dict()}
+
+
+def teacher_labels(pairs: list[Pair], embed) -> list[list[list[float]]]:
+    """Per pair ``[teacher(anchor), teacher(positive)]``, the ``label`` column of the geometry term."""
+    texts = list(dict.fromkeys(t for p in pairs for t in (p.anchor, p.positive)))
+    index = {t: i for i, t in enumerate(texts)}
+    vectors = embed(texts)
+    return [[vectors[index[p.anchor]].tolist(), vectors[index[p.positive]].tolist()] for p in pairs]
+
+
 def build_pair_loss(model, config: FinetuneConfig):
     from sentence_transformers.sentence_transformer import losses
 
-    if config.loss == "cached_mnrl":
+    if config.teacher_geometry > 0:
+        if config.loss != "mnrl":
+            raise ValueError("teacher_geometry works with loss: mnrl")
+        mnrl = losses.MultipleNegativesRankingLoss(model, scale=config.scale)
+        base = TeacherGeometryLoss(model, mnrl, config.teacher_geometry, 1.0 / config.scale)
+    elif config.loss == "cached_mnrl":
         base = losses.CachedMultipleNegativesRankingLoss(
             model, scale=config.scale, mini_batch_size=config.mini_batch_size, show_progress_bar=False
         )
@@ -352,6 +400,8 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
 
     pair_loss, dims = build_pair_loss(model, config)
     datasets: dict[str, Any] = {"pairs": pairs_dataset(pairs, config.data.hard_negatives)}
+    if config.teacher_geometry > 0:
+        datasets["pairs"] = datasets["pairs"].add_column("label", teacher_labels(pairs, teacher_embedder(config)))
     losses: dict[str, torch.nn.Module] = {"pairs": pair_loss}
     category_names: list[str] = []
     if config.category.weight > 0:
@@ -394,6 +444,7 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
         "hard_negatives": config.data.hard_negatives,
         "teacher": None if config.teacher is None else config.teacher.name,
         "teacher_filter": teacher_filter,
+        "teacher_geometry": config.teacher_geometry,
         "matryoshka_dims": dims,
         "category_labels": len(category_names),
         **trainer_run_stats(trainer, result, run, losses_logged, train_seconds),
