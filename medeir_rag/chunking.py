@@ -34,6 +34,8 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
+from medeir_rag.errors import InvalidArgumentError
+
 logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS_PER_INPUT = 2  # [CLS] ... [SEP]
@@ -82,9 +84,9 @@ class TokenWindow:
         if chunk_size is None:
             return self.max_chunk_size
         if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0:
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+            raise InvalidArgumentError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         if chunk_size > self.max_chunk_size:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"chunk_size={chunk_size} does not fit the model window: {self.max_length} tokens minus "
                 f"{SPECIAL_TOKENS_PER_INPUT} special tokens minus {self.prompt_tokens} prompt tokens "
                 f"leaves {self.max_chunk_size}"
@@ -207,14 +209,16 @@ def chunk_text(
         raise TypeError(f"text must be a string, got {type(text).__name__}")
     budget = chunk_size - reserved_tokens
     if budget <= 0:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"no room for text: chunk_size={chunk_size} minus reserved_tokens={reserved_tokens} "
             f"(metadata, title or prompt) is {budget}; raise chunk_size or shorten the metadata"
         )
     if chunk_overlap < 0 or chunk_overlap >= budget:
-        raise ValueError(f"chunk_overlap must be in 0..{budget - 1} (the chunk budget minus one), got {chunk_overlap}")
+        raise InvalidArgumentError(
+            f"chunk_overlap must be in 0..{budget - 1} (the chunk budget minus one), got {chunk_overlap}"
+        )
     if not 0 <= boundary_fraction < 1:
-        raise ValueError(f"boundary_fraction must be in [0, 1), got {boundary_fraction}")
+        raise InvalidArgumentError(f"boundary_fraction must be in [0, 1), got {boundary_fraction}")
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError("chunking needs a fast tokenizer (character offsets)")
 

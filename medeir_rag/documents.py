@@ -13,6 +13,15 @@ Design choices:
   "5 �g") is worse than a stop. ``encoding_errors="replace"`` decodes with U+FFFD instead
   and logs one warning per file. PubMed XML is decoded by the XML parser, which honours
   the declared encoding and always fails on bad bytes.
+- **Lone surrogates are replaced.** A JSON escape such as ``\\ud800`` without its pair
+  decodes to a character that no tokenizer (and no UTF-8 encoder) accepts. In document
+  text read from a file it is replaced by U+FFFD, everywhere in the record (id, title,
+  text, meta), with a warning naming the file and line. (API input, ``MedeirEncoder.encode``
+  and ``MedeirVectorStore.index``/``search``, is refused with an ``InvalidTextError`` instead.)
+- **A bad record stops reading, named by file and line** (``DocumentReadError``, which
+  carries ``path`` and ``line``). ``skip_invalid=True`` skips it instead, appends the error
+  to the ``invalid`` list given and logs a warning; a file that cannot be read further
+  (truncated gzip, broken XML, non-UTF-8 text file) is skipped from that point on.
 - Empty and whitespace-only documents are yielded as they are: the indexer counts and
   skips them, so the caller sees how many there were.
 - Supported in a folder (recursively, sorted, hidden files skipped): ``.jsonl``,
@@ -27,11 +36,14 @@ import hashlib
 import json
 import logging
 import os
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
+
+from medeir_rag.errors import MedeirError, MissingPathError, replace_lone_surrogates
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +57,21 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")
 TEXT_SUFFIXES = (".txt", ".md", ".text")
 XML_SUFFIXES = (".xml",)
 FOLDER_SUFFIXES = tuple(s + gz for s in JSONL_SUFFIXES + TEXT_SUFFIXES + XML_SUFFIXES for gz in ("", ".gz"))
+# a JSON escape of a surrogate code point: the only way a lone surrogate gets into a line
+# that was decoded from UTF-8, so lines without one skip the per-record check
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
-class DocumentReadError(ValueError):
-    """A document file exists but cannot be read (bad encoding, bad JSON, bad XML)."""
+class DocumentReadError(MedeirError, ValueError):
+    """A document file exists but cannot be read (bad encoding, bad JSON, bad XML).
+
+    ``path`` is the file and ``line`` the line number (``None`` when the whole file is bad).
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None, line: int | None = None) -> None:
+        super().__init__(message)
+        self.path = None if path is None else str(path)
+        self.line = line
 
 
 @dataclass
@@ -79,7 +102,8 @@ def _open_binary(path: Path) -> BinaryIO:
     return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
 
 
-def _decode(data: bytes, path: Path, where: str, errors: EncodingErrors, warned: list[bool]) -> str:
+def _decode(data: bytes, path: Path, line: int | None, errors: EncodingErrors, warned: list[bool]) -> str:
+    where = "the file" if line is None else f"line {line}"
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -87,7 +111,8 @@ def _decode(data: bytes, path: Path, where: str, errors: EncodingErrors, warned:
             raise DocumentReadError(
                 f"{path}: {where} is not valid UTF-8 (byte {data[error.start]:#04x} at offset {error.start}); "
                 "convert the file to UTF-8, or pass --encoding-errors replace to index it with "
-                "U+FFFD replacement characters"
+                "U+FFFD replacement characters",
+                path=path, line=line,
             ) from None
         if not warned[0]:
             logger.warning("%s is not valid UTF-8 (first at %s); undecodable bytes were replaced by U+FFFD", path, where)
@@ -124,30 +149,99 @@ def record_to_document(record: dict[str, Any], source: str = "") -> SourceDocume
     return SourceDocument(id=doc_id, text=text, title=title, meta=meta, source=source)
 
 
-def read_jsonl(path: Path, encoding_errors: EncodingErrors = "strict") -> Iterator[SourceDocument]:
-    """One document per JSON line; blank lines are ignored."""
+def _replace_surrogates(value: Any) -> tuple[Any, int]:
+    """``value`` (a JSON value) with lone surrogates replaced by U+FFFD, and how many there were."""
+    if isinstance(value, str):
+        return replace_lone_surrogates(value)
+    if isinstance(value, list):
+        items = [_replace_surrogates(v) for v in value]
+        return [v for v, _ in items], sum(n for _, n in items)
+    if isinstance(value, dict):
+        result, total = {}, 0
+        for key, item in value.items():
+            (key, n_key), (item, n_item) = _replace_surrogates(key), _replace_surrogates(item)
+            result[key] = item
+            total += n_key + n_item
+        return result, total
+    return value, 0
+
+
+def _skip(error: DocumentReadError, invalid: list[DocumentReadError] | None) -> None:
+    logger.warning("skipped: %s", error)
+    if invalid is not None:
+        invalid.append(error)
+
+
+def _parse_jsonl_line(
+    raw: bytes, path: Path, line_number: int, encoding_errors: EncodingErrors, warned: list[bool]
+) -> SourceDocument | None:
+    line = _decode(raw, path, line_number, encoding_errors, warned).strip()
+    if not line:
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DocumentReadError(
+            f"{path}: line {line_number} is not valid JSON ({error.msg})", path=path, line=line_number,
+        ) from None
+    if not isinstance(record, dict):
+        raise DocumentReadError(
+            f"{path}: line {line_number} is a JSON {type(record).__name__}, not an object",
+            path=path, line=line_number,
+        )
+    if _SURROGATE_ESCAPE.search(line):
+        record, replaced = _replace_surrogates(record)
+        if replaced:
+            logger.warning(
+                "%s: line %d: %d lone surrogate(s) (a JSON \\uD800-style escape without its pair) "
+                "replaced by U+FFFD", path, line_number, replaced,
+            )
+    try:
+        return record_to_document(record, source=str(path))
+    except TypeError as error:
+        raise DocumentReadError(f"{path}: line {line_number}: {error}", path=path, line=line_number) from None
+
+
+def read_jsonl(
+    path: Path,
+    encoding_errors: EncodingErrors = "strict",
+    *,
+    skip_invalid: bool = False,
+    invalid: list[DocumentReadError] | None = None,
+) -> Iterator[SourceDocument]:
+    """One document per JSON line; blank lines are ignored.
+
+    A bad line raises ``DocumentReadError`` naming the file and line; with ``skip_invalid``
+    it is skipped (and appended to ``invalid``) instead.
+    """
     warned = [False]
-    with _open_binary(path) as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            line = _decode(raw, path, f"line {line_number}", encoding_errors, warned).strip()
-            if not line:
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DocumentReadError(f"{path}: line {line_number} is not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise DocumentReadError(f"{path}: line {line_number} is a JSON {type(record).__name__}, not an object")
-            try:
-                yield record_to_document(record, source=str(path))
-            except TypeError as error:
-                raise DocumentReadError(f"{path}: line {line_number}: {error}") from None
+    line_number = 0
+    try:
+        with _open_binary(path) as handle:
+            for line_number, raw in enumerate(handle, start=1):
+                try:
+                    doc = _parse_jsonl_line(raw, path, line_number, encoding_errors, warned)
+                except DocumentReadError as error:
+                    if not skip_invalid:
+                        raise
+                    _skip(error, invalid)
+                    continue
+                if doc is not None:
+                    yield doc
+    except (OSError, EOFError) as error:  # unreadable file, truncated gzip
+        raise DocumentReadError(
+            f"{path}: cannot read past line {line_number} ({error})", path=path, line=line_number + 1
+        ) from None
 
 
 def read_text_file(path: Path, doc_id: str, encoding_errors: EncodingErrors = "strict") -> SourceDocument:
     """A whole file as one document; the title is the file name without suffixes."""
-    with _open_binary(path) as handle:
-        text = _decode(handle.read(), path, "the file", encoding_errors, [False])
+    try:
+        with _open_binary(path) as handle:
+            data = handle.read()
+    except (OSError, EOFError) as error:
+        raise DocumentReadError(f"{path}: cannot read ({error})", path=path) from None
+    text = _decode(data, path, None, encoding_errors, [False])
     title = path.name.split(".")[0].replace("_", " ").strip()
     return SourceDocument(id=doc_id, text=text, title=title, meta={"path": doc_id}, source=str(path))
 
@@ -187,9 +281,9 @@ def read_pubmed_xml(path: Path) -> Iterator[SourceDocument]:
                     id=f"pmid:{pmid}", text="\n".join(p for p in parts if p), title=title, meta=meta, source=str(path)
                 )
     except ET.ParseError as error:
-        raise DocumentReadError(f"{path}: not well-formed XML ({error})") from None
+        raise DocumentReadError(f"{path}: not well-formed XML ({error})", path=path, line=error.position[0]) from None
     except (OSError, EOFError) as error:  # truncated gzip
-        raise DocumentReadError(f"{path}: cannot read ({error})") from None
+        raise DocumentReadError(f"{path}: cannot read ({error})", path=path) from None
 
 
 # ----------------------------------------------------------------------------
@@ -200,11 +294,11 @@ def list_files(path: str | os.PathLike[str]) -> list[Path]:
     """The document files under ``path`` (a file is returned as is).
 
     Raises:
-        FileNotFoundError: ``path`` does not exist, or a folder holds no supported file.
+        MissingPathError: ``path`` does not exist, or a folder holds no supported file.
     """
     path = Path(path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"no such file or folder: {path}")
+        raise MissingPathError(f"no such file or folder: {path}")
     if path.is_file():
         return [path]
     files = sorted(
@@ -215,26 +309,42 @@ def list_files(path: str | os.PathLike[str]) -> list[Path]:
         and _suffix(p) in FOLDER_SUFFIXES
     )
     if not files:
-        raise FileNotFoundError(f"no document files in {path} (looked for {', '.join(FOLDER_SUFFIXES)})")
+        raise MissingPathError(f"no document files in {path} (looked for {', '.join(FOLDER_SUFFIXES)})")
     return files
 
 
 def read_documents(
-    path: str | os.PathLike[str], *, encoding_errors: EncodingErrors = "strict"
+    path: str | os.PathLike[str],
+    *,
+    encoding_errors: EncodingErrors = "strict",
+    skip_invalid: bool = False,
+    invalid: list[DocumentReadError] | None = None,
 ) -> Iterator[SourceDocument]:
-    """Every document under ``path``: a JSONL/text/PubMed XML file (optionally gzipped) or a folder."""
+    """Every document under ``path``: a JSONL/text/PubMed XML file (optionally gzipped) or a folder.
+
+    Args:
+        encoding_errors: ``"strict"`` (non-UTF-8 bytes are a ``DocumentReadError``) or
+            ``"replace"`` (U+FFFD, one warning per file).
+        skip_invalid: skip a bad record (or the unreadable rest of a file) instead of raising.
+        invalid: when given, every skipped record's ``DocumentReadError`` is appended to it.
+    """
     if encoding_errors not in ("strict", "replace"):
         raise ValueError(f"encoding_errors must be 'strict' or 'replace', got {encoding_errors!r}")
     root = Path(path).expanduser()
     for file in list_files(root):
         suffix = _suffix(file)
-        if suffix.removesuffix(".gz") in JSONL_SUFFIXES:
-            yield from read_jsonl(file, encoding_errors)
-        elif suffix.removesuffix(".gz") in XML_SUFFIXES:
-            yield from read_pubmed_xml(file)
-        else:
-            doc_id = file.name if file == root else file.relative_to(root).as_posix()
-            yield read_text_file(file, doc_id, encoding_errors)
+        try:
+            if suffix.removesuffix(".gz") in JSONL_SUFFIXES:
+                yield from read_jsonl(file, encoding_errors, skip_invalid=skip_invalid, invalid=invalid)
+            elif suffix.removesuffix(".gz") in XML_SUFFIXES:
+                yield from read_pubmed_xml(file)
+            else:
+                doc_id = file.name if file == root else file.relative_to(root).as_posix()
+                yield read_text_file(file, doc_id, encoding_errors)
+        except DocumentReadError as error:
+            if not skip_invalid:
+                raise
+            _skip(error, invalid)
 
 
 def read_sample_corpus() -> Iterator[SourceDocument]:

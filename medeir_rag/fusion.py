@@ -32,6 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medeir_rag.errors import InvalidArgumentError
+from medeir_rag.model_files import ModelFileError
+
 RRF_K = 60
 DEFAULT_ALPHA = 0.5
 HYBRID_FILE = "hybrid.json"
@@ -48,7 +51,7 @@ class HybridWeights:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"hybrid alpha (the dense side's weight) must be in [0, 1], got {self.alpha}")
+            raise InvalidArgumentError(f"hybrid alpha (the dense side's weight) must be in [0, 1], got {self.alpha}")
 
     @property
     def label(self) -> str:
@@ -64,7 +67,7 @@ def load_hybrid_weights(model_dir: str | os.PathLike[str] | None) -> HybridWeigh
         data = json.loads(path.read_text())
         return HybridWeights(alpha=float(data["alpha"]), provenance=dict(data.get("provenance") or {}))
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(f"{path} is not a valid hybrid weights file: {error}") from error
+        raise ModelFileError(f"{path} is not a valid hybrid weights file: {error}") from error
 
 
 def save_hybrid_weights(model_dir: str | os.PathLike[str], weights: HybridWeights) -> Path:
