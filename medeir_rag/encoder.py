@@ -4,6 +4,13 @@ Why not just ``SentenceTransformer``: the directory *is* a standard ST model (an
 one), but ``medeir_rag.encode`` batches by token budget and handles over-long inputs
 explicitly, which is faster and safer. This class reads the same files (prompts,
 window, pooling, normalisation) so both paths give the same embeddings.
+
+Input checks happen before any weights are read: the model path (``MissingPathError``),
+the device (``resolve_device``: ``InvalidArgumentError`` for ``"bogus"`` or for ``"cuda"``
+without a GPU). API input is never altered silently: a text holding a lone surrogate
+(``"\\ud800"``, e.g. from a JSON escape) is refused with an ``InvalidTextError`` that names
+``texts[i]``; the document readers are the ones that replace such characters (with a
+warning naming file and line).
 """
 
 from __future__ import annotations
@@ -15,8 +22,9 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from medeir_rag.encode import OverlongPolicy, encode
-from medeir_rag.model_files import check_transformer_dir, read_json, resolve_model_path
+from medeir_rag.encode import OverlongPolicy, encode, validate_texts
+from medeir_rag.errors import InvalidArgumentError, check_text
+from medeir_rag.model_files import ModelFileError, check_transformer_dir, read_json, resolve_model_path
 from medeir_rag.modeling import MedeirModel
 
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus", "text")
@@ -27,13 +35,45 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a ``torch.device`` once it is known to be usable here (``None``: the default).
+
+    Cheap (no model is loaded), so commands check ``--device`` before they load anything.
+
+    Raises:
+        InvalidArgumentError: not a device name torch knows, or a CUDA/MPS device that this
+            machine does not have.
+    """
+    if device is None:
+        return torch.device(default_device())
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InvalidArgumentError(f"device {device!r} is not a torch device (expected cpu, cuda, cuda:N or mps)") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidArgumentError(
+                f"device {device!r} needs a CUDA GPU, but torch sees none here "
+                f"(torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}); use device 'cpu'"
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise InvalidArgumentError(
+                f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                f"numbered 0..{torch.cuda.device_count() - 1}"
+            )
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidArgumentError(f"device {device!r}: MPS (Apple GPU) is not available here; use device 'cpu'")
+    return resolved
+
+
 class MedeirEncoder:
     """Embeds queries and documents with a medeir model directory.
 
     Args:
-        model_name_or_path: a sentence-transformers directory, a hub id, or ``None`` for the
-            model bundled with the package.
-        device: ``"cpu"``, ``"cuda"``, ...; defaults to CUDA when available.
+        model_name_or_path: a sentence-transformers directory, ``hf:org/name`` for a hub model,
+            or ``None`` for the model bundled with the package.
+        device: ``"cpu"``, ``"cuda"``, ...; defaults to CUDA when available (checked before
+            the model loads, see ``resolve_device``).
         dtype: ``"float32"`` (default), ``"float16"`` or ``"bfloat16"``; half precision runs
             under autocast and is meant for GPUs.
         truncate_dim: Matryoshka dimension for every call (overridable per call).
@@ -51,6 +91,9 @@ class MedeirEncoder:
         overlong: OverlongPolicy = "truncate",
         batch_tokens: int = 16384,
     ) -> None:
+        if dtype not in ("float32", "float16", "bfloat16"):
+            raise InvalidArgumentError(f"dtype must be 'float32', 'float16' or 'bfloat16', got {dtype!r}")
+        self.device = resolve_device(device)
         self.path = resolve_model_path(model_name_or_path)
         modules = read_json(self.path / "modules.json")
         transformer_dir = self.path / next(m["path"] for m in modules if m["type"].endswith("Transformer"))
@@ -65,9 +108,8 @@ class MedeirEncoder:
             pooling = read_json(pooling_dirs[0] / "config.json")
             is_mean = pooling.get("pooling_mode") == "mean" or pooling.get("pooling_mode_mean_tokens", False)
             if not is_mean or not pooling.get("include_prompt", True):
-                raise ValueError(f"{pooling_dirs[0] / 'config.json'}: only mean pooling over all tokens is supported")
+                raise ModelFileError(f"{pooling_dirs[0] / 'config.json'}: only mean pooling over all tokens is supported")
 
-        self.device = torch.device(device or default_device())
         self.autocast_dtype = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
         self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(transformer_dir))
         self.model = MedeirModel.from_pretrained(str(transformer_dir), use_safetensors=True).to(self.device).eval()
@@ -104,13 +146,23 @@ class MedeirEncoder:
 
         Pass every text in one call: batches are cut inside, by token budget over the texts
         sorted by length, with at most ``max_batch_size`` texts per forward pass.
+
+        Raises:
+            TypeError: ``texts`` is not a string or a list of strings.
+            InvalidTextError: a text (or ``prompt``) holds a lone surrogate; the message
+                names ``texts[i]``. Nothing is replaced silently.
         """
+        texts, single = validate_texts(texts)
+        for index, text in enumerate(texts):
+            check_text(text, "texts" if single else f"texts[{index}]")
+        if prompt is not None:
+            check_text(prompt, "prompt")
         if prompt is None:
             if prompt_name is not None and prompt_name not in self.prompts:
                 raise KeyError(f"no prompt named {prompt_name!r}; saved prompts: {sorted(self.prompts)}")
             prompt = self.prompts.get(prompt_name, "") if prompt_name else ""
         return encode(
-            self.model, self.tokenizer, texts, prompt=prompt, max_length=self.max_length,
+            self.model, self.tokenizer, texts[0] if single else texts, prompt=prompt, max_length=self.max_length,
             batch_tokens=self.batch_tokens, normalize=self.normalize if normalize is None else normalize,
             truncate_dim=truncate_dim or self.truncate_dim, overlong=overlong or self.overlong,
             autocast_dtype=self.autocast_dtype, show_progress=show_progress, max_batch_size=max_batch_size,

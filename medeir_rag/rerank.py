@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medeir_rag.errors import MissingPathError, check_text
 from medeir_rag.model_files import DEFAULT_RERANKER_NAME, bundled_model_path, resolve_model_path
 
 
@@ -26,9 +27,9 @@ def bundled_reranker_missing(name_or_path: str | os.PathLike[str] | None) -> boo
     return not bundled_model_path(DEFAULT_RERANKER_NAME).is_dir()
 
 
-def no_bundled_reranker(how_to_pass: str) -> FileNotFoundError:
-    """The error for asking for the bundled reranker when none is installed."""
-    return FileNotFoundError(
+def no_bundled_reranker(how_to_pass: str) -> MissingPathError:
+    """The error for asking for the bundled reranker when none is installed (a ``FileNotFoundError``)."""
+    return MissingPathError(
         f"no reranker is bundled with medeir_rag; pass {how_to_pass} (train one with `medeir train-reranker`)"
     )
 
@@ -37,9 +38,10 @@ class MedeirReranker:
     """Scores (query, passage) pairs with a cross-encoder.
 
     Args:
-        model_name_or_path: a CrossEncoder directory, a hub id, or ``None`` for the bundled
-            reranker (``FileNotFoundError`` when none is installed, as today).
-        device: ``"cpu"``, ``"cuda"``, ...; defaults to CUDA when available.
+        model_name_or_path: a CrossEncoder directory, ``hf:org/name`` for a hub model, or ``None``
+            for the bundled reranker (``FileNotFoundError`` when none is installed, as today).
+        device: ``"cpu"``, ``"cuda"``, ...; defaults to CUDA when available (checked before
+            the model loads).
         max_length: pair window in tokens; defaults to the one saved with the model.
     """
 
@@ -53,12 +55,12 @@ class MedeirReranker:
         from sentence_transformers import CrossEncoder
 
         import medeir_rag  # noqa: F401  (registers the medeir model type)
-        from medeir_rag.encoder import default_device
+        from medeir_rag.encoder import resolve_device
 
         if bundled_reranker_missing(model_name_or_path):
             raise no_bundled_reranker("model_name_or_path=<path to a CrossEncoder folder>")
+        self.device = str(resolve_device(device))
         self.path: Path = resolve_model_path(model_name_or_path, default=DEFAULT_RERANKER_NAME)
-        self.device = device or default_device()
         self.model = CrossEncoder(str(self.path), device=self.device, max_length=max_length, trust_remote_code=False)
 
     @property
@@ -68,11 +70,18 @@ class MedeirReranker:
     def score(
         self, query: str, passages: Sequence[str], *, batch_size: int = 16, scale_score: bool = True
     ) -> np.ndarray:
-        """One score per passage: sigmoid probabilities when ``scale_score``, else raw logits."""
+        """One score per passage: sigmoid probabilities when ``scale_score``, else raw logits.
+
+        A query or passage holding a lone surrogate is refused (``InvalidTextError`` naming it).
+        """
         import torch
 
         if not isinstance(query, str):
             raise TypeError(f"query must be a string, got {type(query).__name__}")
+        check_text(query, "query")
+        for index, passage in enumerate(passages):
+            if isinstance(passage, str):
+                check_text(passage, f"passages[{index}]")
         if not passages:
             return np.zeros(0, dtype=np.float32)
         activation = torch.nn.Sigmoid() if scale_score else torch.nn.Identity()

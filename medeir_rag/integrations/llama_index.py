@@ -18,7 +18,8 @@ Design choices:
 - Models are loaded once per process and shared (``medeir_rag.integrations._shared``); the
   embed model loads eagerly, like ``HuggingFaceEmbedding``.
 - Instructions are the model's saved prompts unless given: ``query_instruction`` defaults to
-  the ``query`` prompt, ``text_instruction`` to the ``text``/``document`` prompt.
+  the ``query`` prompt, ``text_instruction`` to the document prompt, found by the names
+  ``MedeirEncoder.document_prompt`` accepts (``document``, ``passage``, ``corpus``, ``text``).
 - Encoding goes through ``medeir_rag.encode`` (token-budget batching, explicit overlong
   policy: ``"truncate"`` with a logged warning by default).
 - The splitter counts the node's metadata string (the longer of its EMBED and LLM forms, as
@@ -50,6 +51,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 
 from medeir_rag.chunking import DEFAULT_BOUNDARY_FRACTION, Chunk, chunk_text, count_tokens
 from medeir_rag.encode import OVERLONG_POLICIES, encode
+from medeir_rag.errors import check_text
 from medeir_rag.integrations._shared import get_encoder, get_reranker, get_token_window
 from medeir_rag.model_files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME
 
@@ -68,11 +70,11 @@ class MedeirEmbedding(BaseEmbedding):
     """medeir embeddings for LlamaIndex (parameters as in ``HuggingFaceEmbedding``).
 
     Args:
-        model_name: a medeir sentence-transformers directory or hub id; ``None`` is the
+        model_name: a medeir sentence-transformers directory or ``hf:org/name`` hub id; ``None`` is the
             model bundled with the package.
         max_length: window in tokens (special tokens included); default the model's (8,192).
         query_instruction: prepended to queries; default the model's ``query`` prompt.
-        text_instruction: prepended to documents; default its ``text``/``document`` prompt.
+        text_instruction: prepended to documents; default its document prompt.
         normalize: L2-normalise (after ``truncate_dim``).
         embed_batch_size: texts per call (the encoder batches by tokens inside a call).
         device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
@@ -82,7 +84,7 @@ class MedeirEmbedding(BaseEmbedding):
         overlong: inputs over the window: ``"truncate"`` (warns), ``"chunk"`` or ``"error"``.
     """
 
-    model_name: str = Field(default=DEFAULT_MODEL_NAME, description="medeir model directory or hub id.")
+    model_name: str = Field(default=DEFAULT_MODEL_NAME, description="medeir model directory or hf:org/name hub id.")
     max_length: int | None = Field(default=None, gt=2, description="Window in tokens; None: the model's.")
     query_instruction: str | None = Field(default=None, description="Prefix for queries.")
     text_instruction: str | None = Field(default=None, description="Prefix for documents.")
@@ -119,7 +121,7 @@ class MedeirEmbedding(BaseEmbedding):
         if query_instruction is None:
             query_instruction = encoder.prompts.get("query", "")
         if text_instruction is None:
-            text_instruction = encoder.prompts.get("text", encoder.document_prompt)
+            text_instruction = encoder.document_prompt
         super().__init__(
             model_name=str(model_name) if model_name is not None else DEFAULT_MODEL_NAME,
             max_length=max_length,
@@ -146,6 +148,9 @@ class MedeirEmbedding(BaseEmbedding):
         return self.truncate_dim or self._encoder.model.config.hidden_size
 
     def _embed(self, texts: list[str], instruction: str | None) -> list[list[float]]:
+        for index, text in enumerate(texts):  # a lone surrogate: a clear error, not the tokenizer's
+            if isinstance(text, str):
+                check_text(text, f"texts[{index}]")
         encoder = self._encoder
         window = min(self.max_length or encoder.max_length, encoder.max_length)
         vectors = encode(
