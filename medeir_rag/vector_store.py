@@ -28,6 +28,12 @@ Design choices:
   model name, a fingerprint of its weights and tokenizer, the vector size and the sparse
   scheme. Opening a collection with another model or another ``truncate_dim`` raises
   ``CollectionMismatchError`` instead of returning meaningless neighbours.
+- **A failed run never leaves less than it found.** Points are stored batch by batch, and
+  when reading the input fails, the documents read before the bad one are stored before
+  the error propagates. ``recreate=True`` does not drop anything first: it builds a new
+  collection beside the old one and swaps it in (as an alias with the collection's name)
+  only when every document is in; a failed or interrupted rebuild is deleted and the old
+  collection stays as it was. The rebuild needs room for both copies until the swap.
 """
 
 from __future__ import annotations
@@ -49,6 +55,13 @@ from tqdm.auto import tqdm
 from medeir_rag.chunking import Chunk, TokenWindow, chunk_text, count_tokens
 from medeir_rag.documents import SourceDocument
 from medeir_rag.encoder import MedeirEncoder
+from medeir_rag.errors import (
+    InvalidArgumentError,
+    MedeirError,
+    MissingDependencyError,
+    NotAFolderError,
+    check_text,
+)
 from medeir_rag.fusion import HybridWeights, convex_combination, load_hybrid_weights
 
 logger = logging.getLogger(__name__)
@@ -70,15 +83,19 @@ POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "medeir-rag/qdrant-points")
 MAX_TITLE_SHARE = 4  # a title longer than chunk_size / 4 tokens is stored but not embedded
 
 
-class CollectionMismatchError(ValueError):
+class CollectionMismatchError(MedeirError, ValueError):
     """The collection was built with another model, vector size or sparse scheme."""
 
 
-class CollectionNotFoundError(LookupError):
+class CollectionNotFoundError(MedeirError, LookupError):
     """The collection does not exist (nothing has been indexed into it yet)."""
 
 
-class StorageLockedError(RuntimeError):
+class ServerUnreachableError(MedeirError, ConnectionError):
+    """The Qdrant server named by ``url`` does not answer."""
+
+
+class StorageLockedError(MedeirError, RuntimeError):
     """Another client (process, notebook) has the embedded Qdrant folder open."""
 
 
@@ -86,18 +103,69 @@ class StorageLockedError(RuntimeError):
 # Clients, ids, fingerprints, sparse vectors
 
 
+def require_qdrant_client() -> None:
+    """Raise ``MissingDependencyError`` (with the extra to install) unless qdrant-client imports."""
+    try:
+        import qdrant_client  # noqa: F401
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"qdrant-client is not installed ({error}); install it with: pip install 'medeir_rag[qdrant]'"
+        ) from error
+
+
+def check_qdrant_path(path: str | os.PathLike[str] | None, *, create: bool = True) -> Path | None:
+    """The embedded Qdrant folder as a ``Path`` (``None`` for ``":memory:"``), checked without opening it.
+
+    Raises:
+        NotAFolderError: ``path`` (or a parent of it) is a file.
+        InvalidArgumentError: the folder cannot be created (permissions, read-only disk).
+    """
+    path = DEFAULT_QDRANT_PATH if path is None else path
+    if str(path) == ":memory:":
+        return None
+    folder = Path(path).expanduser()
+    for part in (folder, *folder.parents):
+        if part.exists() and not part.is_dir():
+            raise NotAFolderError(
+                f"the Qdrant path {folder} is not a folder ({part} is a file); pass --qdrant-path a folder "
+                "(it is created when missing)"
+            )
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InvalidArgumentError(f"cannot create the Qdrant folder {folder}: {error}") from error
+    return folder
+
+
 def open_client(path: str | os.PathLike[str] | None = None, url: str | None = None, api_key: str | None = None):
-    """A ``QdrantClient``: a server at ``url``, else embedded at ``path`` (``":memory:"`` for RAM)."""
+    """A ``QdrantClient``: a server at ``url``, else embedded at ``path`` (``":memory:"`` for RAM).
+
+    Raises:
+        MissingDependencyError: qdrant-client is not installed.
+        NotAFolderError / InvalidArgumentError: see ``check_qdrant_path``.
+        StorageLockedError: another client has the embedded folder open.
+        ServerUnreachableError: the server at ``url`` does not answer.
+    """
+    require_qdrant_client()
     from qdrant_client import QdrantClient
 
     if url:
-        return QdrantClient(url=url, api_key=api_key)
-    path = DEFAULT_QDRANT_PATH if path is None else path
-    if str(path) == ":memory:":
+        client = QdrantClient(url=url, api_key=api_key)
+        try:
+            client.get_collections()  # one request, so a wrong URL fails here and not mid-run
+        except Exception as error:  # connection refused, DNS, TLS, 401: all "not usable from here"
+            client.close()
+            raise ServerUnreachableError(
+                f"cannot use the Qdrant server at {url} ({type(error).__name__}: {error}); "
+                "check --qdrant-url (and --qdrant-api-key), or leave it out to use the embedded folder"
+            ) from error
+        return client
+    folder = check_qdrant_path(path)
+    if folder is None:
         return QdrantClient(location=":memory:")
-    Path(path).expanduser().mkdir(parents=True, exist_ok=True)
     try:
-        return QdrantClient(path=str(Path(path).expanduser()))
+        return QdrantClient(path=str(folder))
     except RuntimeError as error:
         if "already accessed" not in str(error):
             raise
@@ -105,6 +173,49 @@ def open_client(path: str | os.PathLike[str] | None = None, url: str | None = No
             f"the Qdrant folder {path} is open in another process (another `medeir index`/`medeir query`, "
             "a notebook or a script); close it first, or run a Qdrant server and use --qdrant-url"
         ) from error
+
+
+def _aliases(client: Any) -> dict[str, str]:
+    """``{alias: collection}`` of the whole store."""
+    return {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
+
+
+def collection_exists(client: Any, collection: str) -> bool:
+    """Whether ``collection`` exists as a collection or as an alias (``index(recreate=True)`` leaves one)."""
+    return client.collection_exists(collection) or collection in _aliases(client)
+
+
+def _not_found(collection: str, location: str) -> CollectionNotFoundError:
+    return CollectionNotFoundError(
+        f"collection {collection!r} does not exist at {location}; "
+        "index documents first (`medeir index PATH --collection NAME`)"
+    )
+
+
+def require_collection(client: Any, collection: str, location: str) -> None:
+    """Raise ``CollectionNotFoundError`` unless ``collection`` exists (no model needed)."""
+    if not collection_exists(client, collection):
+        raise _not_found(collection, location)
+
+
+def open_existing(
+    collection: str, path: str | os.PathLike[str] | None = None, url: str | None = None, api_key: str | None = None
+):
+    """A client of a store that holds ``collection``, checked before any model is loaded.
+
+    An embedded folder that does not exist is not created: the collection is simply not there.
+    """
+    if not url:
+        folder = check_qdrant_path(path, create=False)
+        if folder is not None and not folder.is_dir():
+            raise _not_found(collection, str(path))
+    client = open_client(path, url, api_key)
+    try:
+        require_collection(client, collection, url or str(path))
+    except BaseException:
+        client.close()
+        raise
+    return client
 
 
 def point_id(doc_id: str, chunk_index: int) -> str:
@@ -239,7 +350,7 @@ def _check_top_k(top_k: object) -> int:
     if not isinstance(top_k, int) or isinstance(top_k, bool):
         raise TypeError(f"top_k must be an integer, got {type(top_k).__name__}")
     if top_k <= 0:
-        raise ValueError(f"top_k must be > 0, got {top_k}")
+        raise InvalidArgumentError(f"top_k must be > 0, got {top_k}")
     return top_k
 
 
@@ -303,7 +414,11 @@ class MedeirVectorStore:
         return self._identity
 
     def exists(self) -> bool:
-        return self.client.collection_exists(self.collection)
+        """Whether the collection (or an alias of that name, left by ``recreate``) exists."""
+        return collection_exists(self.client, self.collection)
+
+    def _aliases(self) -> dict[str, str]:
+        return _aliases(self.client)
 
     def count(self) -> int:
         """Points in the collection (0 when it does not exist)."""
@@ -314,11 +429,15 @@ class MedeirVectorStore:
     # -- collection ---------------------------------------------------------
 
     def create(self, *, recreate: bool = False) -> None:
-        """Create the collection if missing (or drop and recreate it), else check it matches."""
+        """Create the collection if missing (or drop and recreate it), else check it matches.
+
+        ``recreate=True`` drops the collection at once; ``index(..., recreate=True)`` instead
+        keeps it until a complete replacement is ready.
+        """
         from qdrant_client import models
 
-        if recreate and self.exists():
-            self.client.delete_collection(self.collection)
+        if recreate:
+            self.drop()
         if self.exists():
             self.check()
             return
@@ -333,13 +452,43 @@ class MedeirVectorStore:
         if self.server:  # payload indexes do nothing in embedded mode (and warn there)
             self.client.create_payload_index(self.collection, "doc_id", models.PayloadSchemaType.KEYWORD)
 
+    def drop(self) -> None:
+        """Delete the collection (and, when the name is an alias, the collection behind it)."""
+        from qdrant_client import models
+
+        target = self._aliases().get(self.collection)
+        if target is not None:
+            self.client.update_collection_aliases(
+                change_aliases_operations=[
+                    models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.collection))
+                ]
+            )
+            self.client.delete_collection(target)
+        elif self.client.collection_exists(self.collection):
+            self.client.delete_collection(self.collection)
+
+    def _swap_in(self, build: str) -> None:
+        """Make ``build`` the collection: the name becomes an alias of it, the old data go."""
+        from qdrant_client import models
+
+        old = self._aliases().get(self.collection)
+        operations: list[Any] = []
+        if old is not None:
+            operations.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.collection)))
+        elif self.client.collection_exists(self.collection):
+            # a plain collection cannot be renamed or replaced by an alias in one step; from
+            # here to the alias below (milliseconds), the new points are only under `build`
+            self.client.delete_collection(self.collection)
+        operations.append(
+            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=build, alias_name=self.collection))
+        )
+        self.client.update_collection_aliases(change_aliases_operations=operations)
+        if old is not None:
+            self.client.delete_collection(old)
+
     def check(self) -> dict[str, Any]:
         """Raise unless the collection exists and was built with this model; returns its metadata."""
-        if not self.exists():
-            raise CollectionNotFoundError(
-                f"collection {self.collection!r} does not exist at {self.location}; "
-                "index documents first (`medeir index PATH --collection NAME`)"
-            )
+        require_collection(self.client, self.collection, self.location)
         config = self.client.get_collection(self.collection).config
         vectors = config.params.vectors
         dense = vectors.get(DENSE_VECTOR) if isinstance(vectors, dict) else None
@@ -395,59 +544,80 @@ class MedeirVectorStore:
             chunk_size: tokens per chunk including the title; ``None`` = the model window.
             chunk_overlap: tokens shared by consecutive chunks.
             batch_size: chunks embedded and upserted together (the unit of resumption).
-            recreate: drop the collection first.
+            recreate: replace the collection by one holding exactly ``documents``: they are
+                indexed into a new collection, swapped in only when all are in; on any
+                error (or Ctrl-C) the new one is deleted and the old one is left as it was.
             embed_title: embed ``title + "\\n" + chunk`` (the title's tokens count against
                 ``chunk_size``; titles over a quarter of it are not embedded).
             show_progress: tqdm bar over documents.
+
+        Raises:
+            InvalidArgumentError: a bad ``chunk_size``/``chunk_overlap``/``batch_size``.
+            InvalidTextError: a document's id, title or text holds a lone surrogate.
+            Whatever reading ``documents`` raises (``DocumentReadError`` naming file and
+            line): the documents read before it are stored first.
         """
-        if not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        started = time.perf_counter()
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
+            raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
         window = self._window()
         chunk_size = window.resolve_chunk_size(chunk_size)
         if not isinstance(chunk_overlap, int) or not 0 <= chunk_overlap < chunk_size:
-            raise ValueError(f"chunk_overlap must be in 0..{chunk_size - 1}, got {chunk_overlap!r}")
-        self.create(recreate=recreate)
-        tokenizer = self.encoder.tokenizer
+            raise InvalidArgumentError(f"chunk_overlap must be in 0..{chunk_size - 1}, got {chunk_overlap!r}")
+        settings = (chunk_size, chunk_overlap, batch_size, embed_title, show_progress)
+        if not (recreate and self.exists()):
+            self.create()
+            return self._index(documents, *settings)
+        final, build = self.collection, f"{self.collection}-rebuild-{uuid.uuid4().hex[:12]}"
+        self.collection = build
+        try:
+            self.create()
+            stats = self._index(documents, *settings)
+        except BaseException:
+            try:
+                self.client.delete_collection(build)
+            except Exception as error:  # the original error matters more; say what is left
+                logger.warning("could not delete the unfinished rebuild %r: %s", build, error)
+            raise
+        finally:
+            self.collection = final
+        self._swap_in(build)
+        return stats
+
+    def _index(
+        self,
+        documents: Iterable[SourceDocument],
+        chunk_size: int,
+        chunk_overlap: int,
+        batch_size: int,
+        embed_title: bool,
+        show_progress: bool,
+    ) -> IndexStats:
+        """``index`` into the existing ``self.collection``."""
+        started = time.perf_counter()
 
         stats = IndexStats()
         seen: set[str] = set()
         pending: list[_Pending] = []
         pending_chunks = 0
         progress = tqdm(desc="Indexing", unit="doc", disable=not show_progress)
+        iterator = iter(documents)
         try:
-            for doc in documents:
-                stats.documents += 1
-                progress.update(1)
-                if not isinstance(doc, SourceDocument):
-                    raise TypeError(f"documents must be SourceDocument objects, got {type(doc).__name__}")
-                if not doc.text.strip():
-                    stats.skipped_empty += 1
+            while True:
+                try:
+                    doc = next(iterator)
+                    stats.documents += 1
+                    progress.update(1)
+                    item = self._prepare(doc, stats, seen, chunk_size, chunk_overlap, embed_title)
+                except StopIteration:
+                    break
+                except Exception:  # a bad record: store every document read before it, then stop
+                    if pending:
+                        self._flush(pending, stats, batch_size)
+                    raise
+                if item is None:
                     continue
-                if doc.id in seen:
-                    stats.skipped_duplicate += 1
-                    logger.warning("document id %r appears more than once; keeping the first", doc.id)
-                    continue
-                seen.add(doc.id)
-                title = doc.title.strip() if embed_title else ""
-                title_tokens = count_tokens(tokenizer, title) if title else 0
-                if title_tokens > chunk_size // MAX_TITLE_SHARE or chunk_size - title_tokens <= chunk_overlap:
-                    title, title_tokens = "", 0
-                chunks = chunk_text(doc.text, tokenizer, chunk_size, chunk_overlap, reserved_tokens=title_tokens)
-                if not chunks:  # only characters the tokenizer drops (control characters)
-                    stats.skipped_empty += 1
-                    continue
-                key_source = json.dumps([doc.title, doc.text, chunk_size, chunk_overlap, bool(title)])
-                pending.append(
-                    _Pending(
-                        doc=doc,
-                        chunks=chunks,
-                        embed_texts=[f"{title}\n{c.text}" if title else c.text for c in chunks],
-                        key=hashlib.sha1(key_source.encode()).hexdigest()[:16],
-                        ids=[point_id(doc.id, c.index) for c in chunks],
-                    )
-                )
-                pending_chunks += len(chunks)
+                pending.append(item)
+                pending_chunks += len(item.chunks)
                 if pending_chunks >= batch_size:
                     self._flush(pending, stats, batch_size)
                     progress.set_postfix(chunks=stats.chunks, skipped=stats.skipped_existing)
@@ -459,6 +629,43 @@ class MedeirVectorStore:
             progress.close()
         stats.seconds = time.perf_counter() - started
         return stats
+
+    def _prepare(
+        self, doc: SourceDocument, stats: IndexStats, seen: set[str], chunk_size: int, chunk_overlap: int,
+        embed_title: bool,
+    ) -> _Pending | None:
+        """Check and chunk one document; ``None`` (and a count in ``stats``) when it is skipped."""
+        if not isinstance(doc, SourceDocument):
+            raise TypeError(f"documents must be SourceDocument objects, got {type(doc).__name__}")
+        for name in ("id", "title", "text"):
+            value = getattr(doc, name)
+            if isinstance(value, str):
+                check_text(value, "a document id" if name == "id" else f"the {name} of document {doc.id!r}")
+        if not doc.text.strip():
+            stats.skipped_empty += 1
+            return None
+        if doc.id in seen:
+            stats.skipped_duplicate += 1
+            logger.warning("document id %r appears more than once; keeping the first", doc.id)
+            return None
+        seen.add(doc.id)
+        tokenizer = self.encoder.tokenizer
+        title = doc.title.strip() if embed_title else ""
+        title_tokens = count_tokens(tokenizer, title) if title else 0
+        if title_tokens > chunk_size // MAX_TITLE_SHARE or chunk_size - title_tokens <= chunk_overlap:
+            title, title_tokens = "", 0
+        chunks = chunk_text(doc.text, tokenizer, chunk_size, chunk_overlap, reserved_tokens=title_tokens)
+        if not chunks:  # only characters the tokenizer drops (control characters)
+            stats.skipped_empty += 1
+            return None
+        key_source = json.dumps([doc.title, doc.text, chunk_size, chunk_overlap, bool(title)])
+        return _Pending(
+            doc=doc,
+            chunks=chunks,
+            embed_texts=[f"{title}\n{c.text}" if title else c.text for c in chunks],
+            key=hashlib.sha1(key_source.encode()).hexdigest()[:16],
+            ids=[point_id(doc.id, c.index) for c in chunks],
+        )
 
     def _flush(self, pending: list[_Pending], stats: IndexStats, batch_size: int) -> None:
         """Skip complete documents, delete stale chunks of changed ones, embed and upsert the rest."""
@@ -551,7 +758,8 @@ class MedeirVectorStore:
                 ``hybrid.json``, else 0.5).
 
         Raises:
-            ValueError: ``top_k <= 0``, an unknown mode, or an empty query.
+            InvalidArgumentError: ``top_k <= 0``, an unknown mode, or an empty query.
+            InvalidTextError: the query holds a lone surrogate.
             CollectionNotFoundError / CollectionMismatchError: see ``check``.
         """
         from qdrant_client import models
@@ -560,9 +768,10 @@ class MedeirVectorStore:
             raise TypeError(f"query must be a string, got {type(query).__name__}")
         _check_top_k(top_k)
         if mode not in SEARCH_MODES:
-            raise ValueError(f"mode must be one of {SEARCH_MODES}, got {mode!r}")
+            raise InvalidArgumentError(f"mode must be one of {SEARCH_MODES}, got {mode!r}")
         if not query.strip():
-            raise ValueError("query is empty")
+            raise InvalidArgumentError("query is empty")
+        check_text(query, "the query")
         self.check()
         candidates = candidates or max(top_k, HYBRID_CANDIDATES)
 
