@@ -15,6 +15,8 @@ import platform
 import sys
 from collections.abc import Sequence
 
+from medeir_rag.errors import run_command
+
 # name -> (module, extra that provides its dependencies, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str | None, str]] = {
     "info": ("medeir_rag.cli", None, "versions, devices, bundled model and attention backends"),
@@ -69,7 +71,16 @@ def info(argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch to a subcommand. A ``MedeirError`` (a mistake in the input) is printed as one
+    line, ``medeir <command>: <message>``, with exit status 1; any other exception is a bug and
+    keeps its traceback; Ctrl-C exits 130 at any point after this module is imported (the
+    subcommand's own imports included)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    prog = f"medeir {argv[0]}" if argv and argv[0] in SUBCOMMANDS else "medeir"
+    return run_command(prog, lambda: _dispatch(argv))
+
+
+def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: medeir <command> [options]\n\ncommands:")
         for name, (_, _, help_text) in SUBCOMMANDS.items():

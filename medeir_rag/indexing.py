@@ -12,8 +12,17 @@ NCBI PubMed XML (``PubmedArticle``), each optionally gzipped, or a folder of the
 whitespace-only documents are skipped and counted. Non-UTF-8 input stops with an error naming
 the file unless ``--encoding-errors replace``. Re-running the same command is safe: documents
 already stored unchanged are skipped, so an interrupted run resumes where it stopped, and
-points stored before an error are kept. Nothing here opens a network connection unless
-``--qdrant-url`` names a server (and ``--model`` a hub id not in the local cache).
+points stored before an error are kept.
+
+A bad record (invalid JSON, say) stops the run with a one-line error naming the file and
+line, after every document read before it is stored; ``--skip-invalid`` skips such records,
+indexes the rest and reports how many were skipped and where. ``--recreate`` builds the new
+collection beside the old one and swaps it in only when the run succeeds: a failed or
+interrupted rebuild leaves the collection as it was. The cheap checks (input path, model
+path, ``--device``, the Qdrant folder and its lock) run before any model is loaded.
+
+Nothing here opens a network connection unless ``--qdrant-url`` names a server (or
+``--model hf:org/name`` a hub model not in the local cache).
 """
 
 from __future__ import annotations
@@ -66,7 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--batch-size", type=int, default=32, help="chunks embedded and stored at once (default: 32)")
     group.add_argument("--no-title", action="store_true", help="embed chunk text only, not 'title + text'")
     group.add_argument("--limit", type=int, default=None, help="index only the first N documents read")
-    parser.add_argument("--recreate", action="store_true", help="drop the collection first")
+    parser.add_argument(
+        "--recreate", action="store_true",
+        help="replace the collection by one built from this input (the old one is kept until the run succeeds)",
+    )
+    parser.add_argument(
+        "--skip-invalid", action="store_true",
+        help="skip records that cannot be read (bad JSON, bad encoding, ...) and report them, instead of stopping",
+    )
     parser.add_argument(
         "--encoding-errors", choices=("strict", "replace"), default="strict",
         help="non-UTF-8 input: stop with an error (strict, default) or replace bad bytes with U+FFFD",
@@ -77,39 +93,90 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str) -> int:
-    print(f"medeir index: error: {message}", file=sys.stderr)
+    print(f"medeir index: {message}", file=sys.stderr)
     return 1
 
 
+def _where(error) -> str:
+    return f"{error.path}:{error.line}" if error.line is not None else str(error.path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """``medeir index``: a ``MedeirError`` is one line and exit 1, Ctrl-C exit 130 at any point."""
     args = build_parser().parse_args(argv)
-    if args.path is not None and args.sample:
-        return _fail("give either PATH or --sample, not both")
-    if args.limit is not None and args.limit <= 0:
-        return _fail(f"--limit must be > 0, got {args.limit}")
+    from medeir_rag.errors import MedeirError, one_line
 
-    from medeir_rag.documents import DocumentReadError, list_files, read_documents, read_sample_corpus
-    from medeir_rag.encoder import MedeirEncoder
-    from medeir_rag.model_files import ModelFileError
-    from medeir_rag.vector_store import CollectionMismatchError, MedeirVectorStore, StorageLockedError
-
+    state = {"indexing": False}
     try:
-        if args.path is None:
-            source, documents = "the sample corpus", read_sample_corpus()
+        return _run(args, state)
+    except KeyboardInterrupt:
+        if not state["indexing"]:
+            message = "interrupted before indexing started; nothing was changed"
+        elif args.recreate:
+            message = "interrupted; the collection is as it was (the unfinished rebuild was deleted)"
         else:
-            list_files(args.path)  # a missing path fails before the model loads
-            source, documents = args.path, read_documents(args.path, encoding_errors=args.encoding_errors)
-        if args.limit is not None:
-            documents = itertools.islice(documents, args.limit)
-        encoder = MedeirEncoder(args.model, device=args.device)
-    except (FileNotFoundError, NotADirectoryError, ModelFileError, ValueError) as error:
-        return _fail(str(error))
+            message = "interrupted; points stored so far are kept, rerun the command to resume"
+        print(f"medeir index: {message}", file=sys.stderr)
+        return 130
+    except MedeirError as error:
+        from medeir_rag.documents import DocumentReadError
 
-    store = None
-    try:
-        store = MedeirVectorStore(
-            encoder, collection=args.collection, path=args.qdrant_path, url=args.qdrant_url, api_key=args.qdrant_api_key
+        message = one_line(error)
+        if isinstance(error, DocumentReadError) and not args.skip_invalid:
+            message += " (--skip-invalid skips such records and indexes the rest)"
+        if state["indexing"]:
+            message += (
+                "; the collection is as it was (the unfinished rebuild was deleted)" if args.recreate
+                else "; points stored before the error are kept, rerun the command to resume"
+            )
+        return _fail(message)
+
+
+def _run(args: argparse.Namespace, state: dict[str, bool]) -> int:
+    from medeir_rag.errors import InvalidArgumentError
+
+    if args.path is not None and args.sample:
+        raise InvalidArgumentError("give either PATH or --sample, not both")
+    for flag, value, minimum in (("--limit", args.limit, 1), ("--batch-size", args.batch_size, 1),
+                                 ("--chunk-size", args.chunk_size, 1), ("--chunk-overlap", args.chunk_overlap, 0)):
+        if value is not None and value < minimum:
+            raise InvalidArgumentError(f"{flag} must be {'> 0' if minimum else '>= 0'}, got {value}")
+
+    from medeir_rag.chunking import load_token_window
+    from medeir_rag.documents import DocumentReadError, list_files, read_documents, read_sample_corpus
+    from medeir_rag.encoder import MedeirEncoder, resolve_device
+    from medeir_rag.model_files import resolve_model_path
+    from medeir_rag.vector_store import MedeirVectorStore, open_client
+
+    # the cheap checks, before any model loads: input, model path, device, Qdrant folder and lock
+    invalid: list[DocumentReadError] = []
+    if args.path is None:
+        source, documents = "the sample corpus", read_sample_corpus()
+    else:
+        list_files(args.path)
+        source = args.path
+        documents = read_documents(
+            args.path, encoding_errors=args.encoding_errors, skip_invalid=args.skip_invalid, invalid=invalid
         )
+    first = next(documents, None)  # a file that is bad from its first record fails here
+    documents = itertools.chain([] if first is None else [first], documents)
+    if args.limit is not None:
+        documents = itertools.islice(documents, args.limit)
+    model_dir = resolve_model_path(args.model)
+    device = resolve_device(args.device)
+    if args.chunk_size is not None or args.chunk_overlap:  # the tokenizer only, not the weights
+        chunk_size = load_token_window(model_dir).resolve_chunk_size(args.chunk_size)
+        if args.chunk_overlap >= chunk_size:
+            raise InvalidArgumentError(
+                f"--chunk-overlap must be below the chunk size ({chunk_size}), got {args.chunk_overlap}"
+            )
+    client = open_client(args.qdrant_path, args.qdrant_url, args.qdrant_api_key)
+    try:
+        encoder = MedeirEncoder(model_dir, device=str(device))
+        store = MedeirVectorStore(
+            encoder, collection=args.collection, path=args.qdrant_path, url=args.qdrant_url, client=client
+        )
+        state["indexing"] = True
         stats = store.index(
             documents,
             chunk_size=args.chunk_size,
@@ -120,21 +187,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             show_progress=not args.no_progress,
         )
         total = store.count()
-    except KeyboardInterrupt:
-        print("medeir index: interrupted; points stored so far are kept, rerun the command to resume", file=sys.stderr)
-        return 130
-    except (FileNotFoundError, DocumentReadError, CollectionMismatchError, StorageLockedError, ValueError) as error:
-        return _fail(f"{error}\n(points stored before the error are kept; rerun the command to resume)")
     finally:
-        if store is not None:
-            store.close()
+        client.close()
 
     where = args.qdrant_url or args.qdrant_path
     if args.json:
         print(json.dumps({**stats.as_dict(), "points": total, "collection": args.collection, "location": where,
-                          "source": str(source)}))
+                          "source": str(source), "skipped_invalid": len(invalid),
+                          "invalid": [{"path": e.path, "line": e.line, "error": str(e)} for e in invalid]}))
     else:
         print(f"{stats.summary()}\ncollection {args.collection!r} at {where}: {total} points (from {source})")
+        if invalid:
+            shown = ", ".join(_where(e) for e in invalid[:10]) + (", ..." if len(invalid) > 10 else "")
+            print(f"skipped {len(invalid)} invalid record(s) (--skip-invalid): {shown}")
     return 0
 
 

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str) -> int:
-    print(f"medeir query: error: {message}", file=sys.stderr)
+    print(f"medeir query: {message}", file=sys.stderr)
     return 1
 
 
@@ -61,6 +61,13 @@ def _snippet(text: str, limit: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``medeir query``: a ``MedeirError`` is one line and exit 1, Ctrl-C exit 130 at any point."""
+    from medeir_rag.errors import run_command
+
+    return run_command("medeir query", lambda: _run(argv))
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.top_k <= 0:
         return _fail(f"--top-k must be > 0, got {args.top_k}")
@@ -69,17 +76,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.query.strip():
         return _fail("the query is empty")
 
-    from medeir_rag.encoder import MedeirEncoder
-    from medeir_rag.model_files import ModelFileError
-    from medeir_rag.vector_store import (
-        CollectionMismatchError,
-        CollectionNotFoundError,
-        MedeirVectorStore,
-        StorageLockedError,
-    )
+    from medeir_rag.encoder import MedeirEncoder, resolve_device
+    from medeir_rag.errors import check_text
+    from medeir_rag.model_files import resolve_model_path
+    from medeir_rag.vector_store import MedeirVectorStore, open_existing
 
+    # the cheap checks, before any model loads: query text, model path, device, collection
+    check_text(args.query, "the query")
+    model_dir = resolve_model_path(args.model)
+    resolve_device(args.device)
+    client = open_existing(args.collection, args.qdrant_path, args.qdrant_url, args.qdrant_api_key)
     candidates = args.candidates or max(4 * args.top_k, 20)
-    store = None
     try:
         reranker = None
         if args.rerank is not None:
@@ -88,19 +95,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.rerank == BUNDLED and bundled_reranker_missing(None):
                 return _fail(str(no_bundled_reranker("--reranker PATH, a CrossEncoder folder")))
             reranker = MedeirReranker(None if args.rerank == BUNDLED else args.rerank, device=args.device)
-        encoder = MedeirEncoder(args.model, device=args.device)
+        encoder = MedeirEncoder(model_dir, device=args.device)
         store = MedeirVectorStore(
-            encoder, collection=args.collection, path=args.qdrant_path, url=args.qdrant_url, api_key=args.qdrant_api_key
+            encoder, collection=args.collection, path=args.qdrant_path, url=args.qdrant_url, client=client
         )
         hits = store.search(
             args.query, top_k=candidates if reranker else args.top_k, mode=args.mode, candidates=args.candidates
         )
-    except (FileNotFoundError, NotADirectoryError, ModelFileError, CollectionNotFoundError,
-            CollectionMismatchError, StorageLockedError, ValueError) as error:
-        return _fail(str(error))
     finally:
-        if store is not None:
-            store.close()
+        client.close()
 
     results = [{**hit.as_dict(), "retrieval_score": hit.score} for hit in hits]
     if reranker is not None and results:
