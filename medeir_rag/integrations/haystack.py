@@ -42,14 +42,25 @@ Design choices:
   document prompt, so a chunk is never truncated by the embedder. It writes Haystack's
   ``source_id``, ``page_number``, ``split_id``, ``split_idx_start`` (and ``_split_overlap`` when
   ``split_overlap > 0``), plus ``split_idx_end``; ``content == parent[split_idx_start:split_idx_end]``.
+- **Privacy by default.** Haystack sends usage telemetry (to PostHog) unless
+  ``HAYSTACK_TELEMETRY_ENABLED`` says otherwise, and reads that variable once, when
+  ``haystack.telemetry`` is first imported. Importing this module turns telemetry off unless
+  the user set the variable themselves: it sets ``HAYSTACK_TELEMETRY_ENABLED=False`` before
+  haystack is imported and, when haystack was imported earlier, switches off the telemetry
+  client haystack already made. Set ``HAYSTACK_TELEMETRY_ENABLED=True`` to opt in; even then
+  these components add nothing to the events (``_get_telemetry_data`` is empty: no model path).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from copy import deepcopy
 from dataclasses import replace
 from typing import Any, Literal
+
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # before haystack reads it, at its import
 
 try:
     from haystack import Document, component, default_from_dict, default_to_dict
@@ -63,6 +74,12 @@ from medeir_rag.chunking import DEFAULT_BOUNDARY_FRACTION, chunk_text, count_tok
 from medeir_rag.encode import OVERLONG_POLICIES
 from medeir_rag.integrations._shared import get_encoder, get_reranker, get_token_window
 from medeir_rag.model_files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME
+
+if os.environ["HAYSTACK_TELEMETRY_ENABLED"].lower() not in ("true", "1"):
+    # not opted in, but haystack was imported before this module and made its client already
+    _haystack_telemetry = sys.modules.get("haystack.telemetry._telemetry")
+    if getattr(_haystack_telemetry, "telemetry", None) is not None:
+        _haystack_telemetry.telemetry = None
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +144,8 @@ class _EmbedderBase:
         self._prompt = ""
 
     def _get_telemetry_data(self) -> dict[str, Any]:
-        return {"model": self.model}
+        # nothing about the model (a local path can name a patient folder) goes into telemetry
+        return {}
 
     def warm_up(self) -> None:
         """Load the model (shared with other components that use the same one)."""
@@ -220,7 +238,8 @@ class MedeirTextEmbedder(_EmbedderBase):
         """
         Create a MedeirTextEmbedder.
 
-        :param model: a medeir sentence-transformers directory or hub id (default: the bundled model).
+        :param model: a medeir sentence-transformers directory, or `hf:org/name` for a hub model
+            (default: the bundled model).
         :param device: the device to load the model on; `None` picks one automatically.
         :param prefix: a string added before the text (after the model's prompt).
         :param suffix: a string added after the text.
@@ -314,7 +333,8 @@ class MedeirDocumentEmbedder(_EmbedderBase):
         """
         Create a MedeirDocumentEmbedder.
 
-        :param model: a medeir sentence-transformers directory or hub id (default: the bundled model).
+        :param model: a medeir sentence-transformers directory, or `hf:org/name` for a hub model
+            (default: the bundled model).
         :param device: the device to load the model on; `None` picks one automatically.
         :param prefix: a string added before each document text (after the model's prompt).
         :param suffix: a string added after each document text.
@@ -469,7 +489,8 @@ class MedeirSimilarityRanker:
         self.reranker = None
 
     def _get_telemetry_data(self) -> dict[str, Any]:
-        return {"model": self.model}
+        # nothing about the model (a local path can name a patient folder) goes into telemetry
+        return {}
 
     def warm_up(self) -> None:
         """Load the cross-encoder."""
