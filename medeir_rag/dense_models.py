@@ -88,7 +88,10 @@ def load_sentence_transformer(
     """Any local sentence-transformers directory (used for all-MiniLM-L6-v2)."""
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(path), device=device or "cpu", local_files_only=True)
+    from medeir_rag.loading import quiet_loading
+
+    with quiet_loading():
+        model = SentenceTransformer(str(path), device=device or "cpu", local_files_only=True)
 
     def run(texts: list[str], method: str) -> np.ndarray:
         encode = getattr(model, method)

@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerFast
 
 from medeir_rag.encode import OverlongPolicy, encode, validate_texts
 from medeir_rag.errors import InvalidArgumentError, check_text
+from medeir_rag.loading import quiet_loading
 from medeir_rag.model_files import ModelFileError, check_transformer_dir, read_json, resolve_model_path
 from medeir_rag.modeling import MedeirModel
 
@@ -112,7 +113,8 @@ class MedeirEncoder:
 
         self.autocast_dtype = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
         self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(transformer_dir))
-        self.model = MedeirModel.from_pretrained(str(transformer_dir), use_safetensors=True).to(self.device).eval()
+        with quiet_loading():  # no "Loading weights" bar (see medeir_rag.loading)
+            self.model = MedeirModel.from_pretrained(str(transformer_dir), use_safetensors=True).to(self.device).eval()
         # ST omits max_seq_length when it equals the tokenizer's model_max_length
         window = window or self.tokenizer.model_max_length
         self.max_length = min(window, self.model.config.max_position_embeddings)

@@ -155,7 +155,10 @@ def _load_reranker(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
         raise Skip(f"reranker not found: {error}") from error
     from sentence_transformers import CrossEncoder
 
-    cross_encoder = CrossEncoder(str(path), device=args.device or _default_device(), local_files_only=True)
+    from medeir_rag.loading import quiet_loading
+
+    with quiet_loading():
+        cross_encoder = CrossEncoder(str(path), device=args.device or _default_device(), local_files_only=True)
     return cross_encoder, {"name": f"reranker ({path.name})", "path": str(path), "weights_sha256": weights_sha256(path)}
 
 

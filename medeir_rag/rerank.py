@@ -56,12 +56,14 @@ class MedeirReranker:
 
         import medeir_rag  # noqa: F401  (registers the medeir model type)
         from medeir_rag.encoder import resolve_device
+        from medeir_rag.loading import quiet_loading
 
         if bundled_reranker_missing(model_name_or_path):
             raise no_bundled_reranker("model_name_or_path=<path to a CrossEncoder folder>")
         self.device = str(resolve_device(device))
         self.path: Path = resolve_model_path(model_name_or_path, default=DEFAULT_RERANKER_NAME)
-        self.model = CrossEncoder(str(self.path), device=self.device, max_length=max_length, trust_remote_code=False)
+        with quiet_loading():
+            self.model = CrossEncoder(str(self.path), device=self.device, max_length=max_length, trust_remote_code=False)
 
     @property
     def name(self) -> str:
