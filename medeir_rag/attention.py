@@ -222,7 +222,10 @@ class PackedAttention:
     def __call__(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """``query/key/value``: ``(total_tokens, H, D)``; returns ``(total_tokens, H, D)``."""
         if self.backend == "flash":
-            from flash_attn import flash_attn_varlen_func
+            try:  # optional; in a try block, transformers' remote-code check does not require it
+                from flash_attn import flash_attn_varlen_func
+            except ImportError as error:
+                raise RuntimeError("attention_backend='flash' needs the flash-attn package") from error
 
             return flash_attn_varlen_func(
                 query, key, value, self.cu_seqlens, self.cu_seqlens, self.max_seqlen, self.max_seqlen,

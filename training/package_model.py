@@ -14,6 +14,10 @@ Design choices:
 - Trainer leftovers (checkpoints, optimizer state) never enter the package: only the files
   of a sentence-transformers / CrossEncoder directory are copied.
 - The model card is copied in as the directory's ``README.md`` (the file the hub shows).
+- The model code (``*_medeir.py`` and ``config.json``'s ``auto_map``, see ``medeir_rag.export``)
+  is written afresh from the installed package's source, whatever the trained folder holds,
+  so the package loads with ``trust_remote_code=True`` without ``medeir_rag`` too. A ``text``
+  prompt left by older saves is dropped (the ``document`` prompt serves every loader).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from medeir_rag.export import drop_stray_prompts, write_remote_code
 from medeir_rag.model_files import (
     DEFAULT_MODEL_NAME,
     DEFAULT_RERANKER_NAME,
@@ -40,7 +45,7 @@ PROBE_SENTENCES = [
     "What are the symptoms of glaucoma?",
     "Inhaled corticosteroids reduce asthma exacerbations.",
 ]
-KEEP_SUFFIXES = {".json", ".safetensors", ".txt", ".md"}
+KEEP_SUFFIXES = {".json", ".safetensors", ".txt", ".md", ".py"}
 
 
 def copy_model_files(source: Path, target: Path) -> None:
@@ -94,6 +99,8 @@ def package(source: Path, target: Path, drift, card: Path | None) -> dict:
         staged = Path(staging) / target.name
         copy_model_files(source, staged)
         size = store_half_precision(staged)
+        write_remote_code(staged)
+        drop_stray_prompts(staged)
         difference = drift(source, staged)
         if card is not None:
             shutil.copy2(card, staged / "README.md")
