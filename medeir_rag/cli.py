@@ -5,12 +5,17 @@ as ``python -m <module>``, so ``torchrun -m medeir_rag.training.pretrain`` works
 file only dispatches, importing the module on demand: ``medeir info`` must not pay for
 importing training or evaluation code, and a missing optional extra gives an install hint
 instead of a traceback.
+
+The console script itself is ``medeir_cli.main`` (a top-level module): it answers
+``--help`` and ``--version`` without importing this package (which imports torch) and hands
+everything else to ``main`` here.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import platform
 import sys
 from collections.abc import Sequence
@@ -38,7 +43,9 @@ SUBCOMMANDS: dict[str, tuple[str, str | None, str]] = {
 
 def info(argv: Sequence[str] | None = None) -> int:
     """Print what a bug report needs: versions, device, bundled model, attention backends."""
-    argparse.ArgumentParser(prog="medeir info", description=SUBCOMMANDS["info"][2]).parse_args(argv)
+    parser = argparse.ArgumentParser(prog="medeir info", description=SUBCOMMANDS["info"][2])
+    parser.add_argument("--json", action="store_true", help="print one JSON object (the same keys) instead of a table")
+    args = parser.parse_args(argv)
     import torch
     import transformers
 
@@ -64,6 +71,9 @@ def info(argv: Sequence[str] | None = None) -> int:
     for name in (DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME):
         path = bundled_model_path(name)
         rows.append((f"bundled {name}", str(path) if path.is_dir() else "not installed"))
+    if args.json:
+        print(json.dumps(dict(rows), indent=2))
+        return 0
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
@@ -81,12 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: medeir <command> [options]\n\ncommands:")
-        for name, (_, _, help_text) in SUBCOMMANDS.items():
-            print(f"  {name:<18} {help_text}")
-        print("\nrun `medeir <command> --help` for the options of one command")
-        return 0
+    from medeir_cli import answer_light
+
+    answered = answer_light(argv, SUBCOMMANDS)  # --help, --version
+    if answered is not None:
+        return answered
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
         print(f"medeir: unknown command {name!r}; run `medeir --help`", file=sys.stderr)
