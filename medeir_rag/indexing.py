@@ -1,4 +1,4 @@
-"""``medeir index``: chunk, embed and store documents in Qdrant (embedded by default, or a server).
+"""``medeir index``: chunk, embed and store documents in Qdrant (Qdrant Edge in a folder by default, or a server).
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     medeir index ../shared/data/pretrain/pubmed_abstracts_bionlp.jsonl.gz --model out/st
     medeir index pubmed25n0001.xml.gz --qdrant-url http://localhost:6333 --collection pubmed
     medeir index notes/ --chunk-size 1024 --chunk-overlap 64
+    medeir index --migrate --qdrant-path old-store/    # a folder written by qdrant-client's local mode
 
 Inputs: JSON lines with ``title``/``text`` (``id``/``_id``/``pmid`` optional), plain text files,
 NCBI PubMed XML (``PubmedArticle``), each optionally gzipped, or a folder of them. Empty and
@@ -21,6 +22,14 @@ collection beside the old one and swaps it in only when the run succeeds: a fail
 interrupted rebuild leaves the collection as it was. The cheap checks (input path, model
 path, ``--device``, the Qdrant folder and its lock) run before any model is loaded.
 
+The local store is Qdrant Edge (Qdrant's engine inside the process, one folder per
+collection under ``--qdrant-path``); one process at a time may hold a collection, and a
+second one gets a one-line error at once. A progress bar shows documents, chunks and points
+per second, with an ETA when the number of records can be counted up front (JSON lines and
+text files). When the documents are in, the collection is optimised (HNSW). A folder written
+by qdrant-client's local mode (medeir before Qdrant Edge) is refused with the command that
+converts it: ``--migrate`` copies its stored vectors into Qdrant Edge, keeping the old files.
+
 Nothing here opens a network connection unless ``--qdrant-url`` names a server (or
 ``--model hf:org/name`` a hub model not in the local cache).
 """
@@ -28,6 +37,7 @@ Nothing here opens a network connection unless ``--qdrant-url`` names a server (
 from __future__ import annotations
 
 import argparse
+import gzip
 import itertools
 import json
 import os
@@ -47,9 +57,11 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--collection", default=DEFAULT_COLLECTION, help=f"collection name (default: {DEFAULT_COLLECTION})")
     group.add_argument(
         "--qdrant-path", default=str(DEFAULT_QDRANT_PATH),
-        help=f"folder of the embedded Qdrant, no server needed (default: {DEFAULT_QDRANT_PATH})",
+        help=f"folder of the embedded Qdrant Edge store, no server needed (default: {DEFAULT_QDRANT_PATH})",
     )
-    group.add_argument("--qdrant-url", default=None, help="a Qdrant server instead, e.g. http://localhost:6333")
+    group.add_argument(
+        "--qdrant-url", default=None, help="a Qdrant server or cluster instead, e.g. http://localhost:6333"
+    )
     group.add_argument(
         "--qdrant-api-key", default=os.environ.get("QDRANT_API_KEY"),
         help="API key for --qdrant-url (default: $QDRANT_API_KEY)",
@@ -87,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--encoding-errors", choices=("strict", "replace"), default="strict",
         help="non-UTF-8 input: stop with an error (strict, default) or replace bad bytes with U+FFFD",
     )
+    parser.add_argument(
+        "--migrate", action="store_true",
+        help="convert the --qdrant-path folder written by qdrant-client's local mode (medeir before Qdrant Edge) "
+        "to Qdrant Edge, copying the stored vectors (no model needed), then exit",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
@@ -101,13 +118,55 @@ def _where(error) -> str:
     return f"{error.path}:{error.line}" if error.line is not None else str(error.path)
 
 
+def count_records(path: str | os.PathLike[str] | None) -> int | None:
+    """How many records ``path`` holds (non-blank JSON lines, one per text file), for the ETA.
+
+    ``None`` when a file cannot be counted cheaply (PubMed XML) or cannot be read.
+    """
+    from medeir_rag.documents import SAMPLE_CORPUS, list_files
+
+    try:
+        files = [SAMPLE_CORPUS] if path is None else list_files(path)
+        total = 0
+        for file in files:
+            name = file.name.lower().removesuffix(".gz")
+            if name.endswith((".jsonl", ".ndjson")):
+                opener = gzip.open if file.name.lower().endswith(".gz") else open
+                with opener(file, "rb") as handle:
+                    total += sum(1 for line in handle if line.strip())
+            elif name.endswith(".xml"):
+                return None
+            else:
+                total += 1
+        return total
+    except (OSError, EOFError, ValueError):
+        return None  # the reader reports it, with the file and line
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from medeir_rag.store_backends import check_qdrant_path, migrate_local_store
+
+    folder = check_qdrant_path(args.qdrant_path, create=False)
+    counts = migrate_local_store(folder, show_progress=not args.no_progress)
+    if args.json:
+        print(json.dumps({"migrated": counts, "location": str(folder)}))
+    else:
+        done = ", ".join(f"{name!r}: {n} points" for name, n in counts.items())
+        print(f"converted {folder} to Qdrant Edge ({done}); the old files are in {folder}.qdrant-client-backup")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``medeir index``: a ``MedeirError`` is one line and exit 1, Ctrl-C exit 130 at any point."""
     args = build_parser().parse_args(argv)
-    from medeir_rag.errors import MedeirError, one_line
+    from medeir_rag.errors import InvalidArgumentError, MedeirError, one_line
 
     state = {"indexing": False}
     try:
+        if args.migrate:
+            if args.path is not None or args.sample or args.qdrant_url or args.recreate:
+                raise InvalidArgumentError("--migrate takes only --qdrant-path (no PATH, --sample, --recreate or --qdrant-url)")
+            return _migrate(args)
         return _run(args, state)
     except KeyboardInterrupt:
         if not state["indexing"]:
@@ -146,7 +205,7 @@ def _run(args: argparse.Namespace, state: dict[str, bool]) -> int:
     from medeir_rag.documents import DocumentReadError, list_files, read_documents, read_sample_corpus
     from medeir_rag.encoder import MedeirEncoder, resolve_device
     from medeir_rag.model_files import resolve_model_path
-    from medeir_rag.vector_store import MedeirVectorStore, open_client
+    from medeir_rag.vector_store import MedeirVectorStore, open_backend
 
     # the cheap checks, before any model loads: input, model path, device, Qdrant folder and lock
     invalid: list[DocumentReadError] = []
@@ -170,12 +229,15 @@ def _run(args: argparse.Namespace, state: dict[str, bool]) -> int:
             raise InvalidArgumentError(
                 f"--chunk-overlap must be below the chunk size ({chunk_size}), got {args.chunk_overlap}"
             )
-    client = open_client(args.qdrant_path, args.qdrant_url, args.qdrant_api_key)
+    backend = open_backend(args.qdrant_path, args.qdrant_url, args.qdrant_api_key, collection=args.collection)
     try:
+        total = None
+        if not args.no_progress:
+            total = count_records(args.path)
+            if args.limit is not None:
+                total = args.limit if total is None else min(total, args.limit)
         encoder = MedeirEncoder(model_dir, device=str(device))
-        store = MedeirVectorStore(
-            encoder, collection=args.collection, path=args.qdrant_path, url=args.qdrant_url, client=client
-        )
+        store = MedeirVectorStore(encoder, collection=args.collection, backend=backend)
         state["indexing"] = True
         stats = store.index(
             documents,
@@ -185,10 +247,11 @@ def _run(args: argparse.Namespace, state: dict[str, bool]) -> int:
             recreate=args.recreate,
             embed_title=not args.no_title,
             show_progress=not args.no_progress,
+            total=total,
         )
         total = store.count()
     finally:
-        client.close()
+        backend.close()
 
     where = args.qdrant_url or args.qdrant_path
     if args.json:

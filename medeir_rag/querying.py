@@ -85,7 +85,7 @@ def _run(argv: Sequence[str] | None) -> int:
     check_text(args.query, "the query")
     model_dir = resolve_model_path(args.model)
     resolve_device(args.device)
-    client = open_existing(args.collection, args.qdrant_path, args.qdrant_url, args.qdrant_api_key)
+    backend = open_existing(args.collection, args.qdrant_path, args.qdrant_url, args.qdrant_api_key)
     candidates = args.candidates or max(4 * args.top_k, 20)
     try:
         reranker = None
@@ -96,14 +96,12 @@ def _run(argv: Sequence[str] | None) -> int:
                 return _fail(str(no_bundled_reranker("--reranker PATH, a CrossEncoder folder")))
             reranker = MedeirReranker(None if args.rerank == BUNDLED else args.rerank, device=args.device)
         encoder = MedeirEncoder(model_dir, device=args.device)
-        store = MedeirVectorStore(
-            encoder, collection=args.collection, path=args.qdrant_path, url=args.qdrant_url, client=client
-        )
+        store = MedeirVectorStore(encoder, collection=args.collection, backend=backend)
         hits = store.search(
             args.query, top_k=candidates if reranker else args.top_k, mode=args.mode, candidates=args.candidates
         )
     finally:
-        client.close()
+        backend.close()
 
     results = [{**hit.as_dict(), "retrieval_score": hit.score} for hit in hits]
     if reranker is not None and results:

@@ -2,11 +2,13 @@
 
 Design choices:
 
-- **Embedded by default.** ``QdrantClient(path=...)`` keeps the collection in a folder
-  (``./.medeir/qdrant``) with no server and no network; ``url=`` points the same code at a
-  Qdrant server, ``":memory:"`` keeps it in RAM (tests). Embedded mode is meant for small
-  and medium collections: qdrant-client commits every point to SQLite on its own (about
-  18 ms per point on the 2-core test machine), so index large corpora into a server.
+- **Qdrant's own engine, embedded, by default.** A local path (``./.medeir/qdrant``) is a
+  folder of Qdrant Edge shards, one per collection: Qdrant's Rust engine inside the process,
+  with a write-ahead log, HNSW, payload indexes and sparse IDF, no server and no network
+  (``store_backends.EdgeBackend``; ``":memory:"`` is a temporary folder deleted on close).
+  ``url=`` points the same store at a Qdrant server or cluster through qdrant-client
+  (``store_backends.ServerBackend``). Everything below is written once, above that small
+  interface, so both behave alike.
 - **Two named vectors per point.** ``dense``: the medeir embedding (cosine).
   ``sparse``: lexical weights over the *model's own* WordPiece ids, so "metformin" or
   "HbA1c" match as the medical tokenizer cuts them. A document weight is the BM25
@@ -15,25 +17,32 @@ Design choices:
   distinct token, so a sparse score is BM25 with a fixed average length of 256 tokens.
 - **Hybrid = convex combination** of the min-max-normalised dense and sparse scores with
   the model's tuned dense weight (``fusion.convex_combination``, alpha from the model's
-  ``hybrid.json``). Both candidate lists come from one ``query_batch_points`` call and
-  are fused here rather than by Qdrant's RRF, so search runs the very function that
-  ``medeir evaluate`` scores, in embedded and server mode alike.
+  ``hybrid.json``). Both candidate lists (100 per side) come from one batch query and are
+  fused here rather than by Qdrant's RRF, so search runs the very function that
+  ``medeir evaluate`` scores, on Edge and on a server alike (``hybrid_search``).
 - **Deterministic point ids**, ``uuid5(document id, chunk index)``, and a per-document
   ``doc_key`` (a hash of title, text and chunking settings) in each payload. Before a batch
   is embedded, its ids are fetched with ``retrieve``: a document whose every chunk is
   already stored with the same key is skipped. Re-indexing is therefore idempotent, an
-  interrupted run resumes where it stopped (points are upserted with ``wait=True`` batch by
-  batch), and a changed document has its old chunks deleted before the new ones go in.
-- **The model is part of the collection.** Collection metadata (``medeir``) records the
-  model name, a fingerprint of its weights and tokenizer, the vector size and the sparse
-  scheme. Opening a collection with another model or another ``truncate_dim`` raises
+  interrupted run resumes where it stopped (points are written batch by batch, to Edge's
+  write-ahead log or with ``wait=True`` on a server), and a changed document has its old
+  chunks deleted before the new ones go in.
+- **The model is part of the collection.** The collection's model record (``medeir``:
+  collection metadata on a server, ``medeir.json`` in an Edge shard) holds the model name,
+  a fingerprint of its weights and tokenizer, the vector size and the sparse scheme.
+  Opening a collection with another model or another ``truncate_dim`` raises
   ``CollectionMismatchError`` instead of returning meaningless neighbours.
+- **Payload indexes** on ``doc_id``, ``source`` and ``chunk_index`` back the filters (a
+  dict ``{"doc_id": "x"}``, or a ``qdrant_client.models.Filter``; ``create_index`` adds
+  more). ``optimize()`` (HNSW, segment merging) runs when indexing ends and on demand;
+  ``close()`` flushes.
 - **A failed run never leaves less than it found.** Points are stored batch by batch, and
   when reading the input fails, the documents read before the bad one are stored before
   the error propagates. ``recreate=True`` does not drop anything first: it builds a new
-  collection beside the old one and swaps it in (as an alias with the collection's name)
-  only when every document is in; a failed or interrupted rebuild is deleted and the old
-  collection stays as it was. The rebuild needs room for both copies until the swap.
+  collection beside the old one (a hidden folder on Edge, a collection behind an alias on a
+  server) and swaps it in only when every document is in; a failed or interrupted rebuild
+  is deleted and the old collection stays as it was. The rebuild needs room for both
+  copies until the swap.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -55,25 +64,35 @@ from tqdm.auto import tqdm
 from medeir_rag.chunking import Chunk, TokenWindow, chunk_text, count_tokens
 from medeir_rag.documents import SourceDocument
 from medeir_rag.encoder import MedeirEncoder
-from medeir_rag.errors import (
-    InvalidArgumentError,
-    MedeirError,
-    MissingDependencyError,
-    NotAFolderError,
-    check_text,
-)
+from medeir_rag.errors import InvalidArgumentError, check_text
 from medeir_rag.fusion import HybridWeights, convex_combination, load_hybrid_weights
+from medeir_rag.store_backends import (
+    DEFAULT_QDRANT_PATH,
+    DENSE_VECTOR,
+    METADATA_KEY,
+    SPARSE_VECTOR,
+    CollectionMismatchError,
+    CollectionNotFoundError,
+    LegacyStoreError,
+    Record,
+    ServerBackend,
+    ServerUnreachableError,
+    StorageLockedError,
+    StoreBackend,
+    StoredPoint,
+    VectorQuery,
+    check_qdrant_path,
+    open_backend,
+    require_qdrant_client,
+    require_qdrant_edge,
+)
 
 logger = logging.getLogger(__name__)
 
 SearchMode = Literal["dense", "sparse", "hybrid"]
 SEARCH_MODES: tuple[str, ...] = ("dense", "sparse", "hybrid")
 HYBRID_CANDIDATES = 100  # per side, before fusion: the depth evaluate and tune-hybrid normalise over
-DEFAULT_QDRANT_PATH = Path(".medeir") / "qdrant"
 DEFAULT_COLLECTION = "medeir"
-DENSE_VECTOR = "dense"
-SPARSE_VECTOR = "sparse"
-METADATA_KEY = "medeir"
 METADATA_FORMAT = 1
 BM25_K1 = 1.2
 BM25_B = 0.75
@@ -82,107 +101,34 @@ SPARSE_SCHEME = f"medeir-bm25-tf/v1 k1={BM25_K1} b={BM25_B} avg_tokens={BM25_AVG
 POINT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "medeir-rag/qdrant-points")
 MAX_TITLE_SHARE = 4  # a title longer than chunk_size / 4 tokens is stored but not embedded
 
-
-class CollectionMismatchError(MedeirError, ValueError):
-    """The collection was built with another model, vector size or sparse scheme."""
-
-
-class CollectionNotFoundError(MedeirError, LookupError):
-    """The collection does not exist (nothing has been indexed into it yet)."""
-
-
-class ServerUnreachableError(MedeirError, ConnectionError):
-    """The Qdrant server named by ``url`` does not answer."""
-
-
-class StorageLockedError(MedeirError, RuntimeError):
-    """Another client (process, notebook) has the embedded Qdrant folder open."""
+__all__ = [
+    "DEFAULT_COLLECTION",
+    "DEFAULT_QDRANT_PATH",
+    "DENSE_VECTOR",
+    "METADATA_KEY",
+    "SPARSE_VECTOR",
+    "CollectionMismatchError",
+    "CollectionNotFoundError",
+    "IndexStats",
+    "LegacyStoreError",
+    "MedeirVectorStore",
+    "SearchHit",
+    "ServerUnreachableError",
+    "StorageLockedError",
+    "check_qdrant_path",
+    "hybrid_search",
+    "open_backend",
+    "open_existing",
+    "point_id",
+    "require_qdrant_client",
+    "require_qdrant_edge",
+    "sparse_document_vectors",
+    "sparse_query_vector",
+]
 
 
 # ----------------------------------------------------------------------------
-# Clients, ids, fingerprints, sparse vectors
-
-
-def require_qdrant_client() -> None:
-    """Raise ``MissingDependencyError`` (with the extra to install) unless qdrant-client imports."""
-    try:
-        import qdrant_client  # noqa: F401
-    except ImportError as error:
-        raise MissingDependencyError(
-            f"qdrant-client is not installed ({error}); install it with: pip install 'medeir_rag[qdrant]'"
-        ) from error
-
-
-def check_qdrant_path(path: str | os.PathLike[str] | None, *, create: bool = True) -> Path | None:
-    """The embedded Qdrant folder as a ``Path`` (``None`` for ``":memory:"``), checked without opening it.
-
-    Raises:
-        NotAFolderError: ``path`` (or a parent of it) is a file.
-        InvalidArgumentError: the folder cannot be created (permissions, read-only disk).
-    """
-    path = DEFAULT_QDRANT_PATH if path is None else path
-    if str(path) == ":memory:":
-        return None
-    folder = Path(path).expanduser()
-    for part in (folder, *folder.parents):
-        if part.exists() and not part.is_dir():
-            raise NotAFolderError(
-                f"the Qdrant path {folder} is not a folder ({part} is a file); pass --qdrant-path a folder "
-                "(it is created when missing)"
-            )
-    if create:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise InvalidArgumentError(f"cannot create the Qdrant folder {folder}: {error}") from error
-    return folder
-
-
-def open_client(path: str | os.PathLike[str] | None = None, url: str | None = None, api_key: str | None = None):
-    """A ``QdrantClient``: a server at ``url``, else embedded at ``path`` (``":memory:"`` for RAM).
-
-    Raises:
-        MissingDependencyError: qdrant-client is not installed.
-        NotAFolderError / InvalidArgumentError: see ``check_qdrant_path``.
-        StorageLockedError: another client has the embedded folder open.
-        ServerUnreachableError: the server at ``url`` does not answer.
-    """
-    require_qdrant_client()
-    from qdrant_client import QdrantClient
-
-    if url:
-        client = QdrantClient(url=url, api_key=api_key)
-        try:
-            client.get_collections()  # one request, so a wrong URL fails here and not mid-run
-        except Exception as error:  # connection refused, DNS, TLS, 401: all "not usable from here"
-            client.close()
-            raise ServerUnreachableError(
-                f"cannot use the Qdrant server at {url} ({type(error).__name__}: {error}); "
-                "check --qdrant-url (and --qdrant-api-key), or leave it out to use the embedded folder"
-            ) from error
-        return client
-    folder = check_qdrant_path(path)
-    if folder is None:
-        return QdrantClient(location=":memory:")
-    try:
-        return QdrantClient(path=str(folder))
-    except RuntimeError as error:
-        if "already accessed" not in str(error):
-            raise
-        raise StorageLockedError(
-            f"the Qdrant folder {path} is open in another process (another `medeir index`/`medeir query`, "
-            "a notebook or a script); close it first, or run a Qdrant server and use --qdrant-url"
-        ) from error
-
-
-def _aliases(client: Any) -> dict[str, str]:
-    """``{alias: collection}`` of the whole store."""
-    return {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
-
-
-def collection_exists(client: Any, collection: str) -> bool:
-    """Whether ``collection`` exists as a collection or as an alias (``index(recreate=True)`` leaves one)."""
-    return client.collection_exists(collection) or collection in _aliases(client)
+# Opening, ids, fingerprints, sparse vectors
 
 
 def _not_found(collection: str, location: str) -> CollectionNotFoundError:
@@ -192,30 +138,26 @@ def _not_found(collection: str, location: str) -> CollectionNotFoundError:
     )
 
 
-def require_collection(client: Any, collection: str, location: str) -> None:
+def require_collection(backend: StoreBackend, collection: str) -> None:
     """Raise ``CollectionNotFoundError`` unless ``collection`` exists (no model needed)."""
-    if not collection_exists(client, collection):
-        raise _not_found(collection, location)
+    if not backend.exists(collection):
+        raise _not_found(collection, backend.location)
 
 
 def open_existing(
     collection: str, path: str | os.PathLike[str] | None = None, url: str | None = None, api_key: str | None = None
-):
-    """A client of a store that holds ``collection``, checked before any model is loaded.
+) -> StoreBackend:
+    """The backend of a store that holds ``collection``, locked and checked before any model is loaded.
 
     An embedded folder that does not exist is not created: the collection is simply not there.
     """
-    if not url:
-        folder = check_qdrant_path(path, create=False)
-        if folder is not None and not folder.is_dir():
-            raise _not_found(collection, str(path))
-    client = open_client(path, url, api_key)
+    backend = open_backend(path, url, api_key, collection=collection, create=False)
     try:
-        require_collection(client, collection, url or str(path))
+        require_collection(backend, collection)
     except BaseException:
-        client.close()
+        backend.close()
         raise
-    return client
+    return backend
 
 
 def point_id(doc_id: str, chunk_index: int) -> str:
@@ -307,6 +249,7 @@ class IndexStats:
     skipped_empty: int = 0
     skipped_duplicate: int = 0
     seconds: float = 0.0
+    optimize_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -355,23 +298,57 @@ def _check_top_k(top_k: object) -> int:
 
 
 # ----------------------------------------------------------------------------
+# Hybrid search (the store's own fusion, usable on any backend)
+
+
+def hybrid_search(
+    backend: StoreBackend,
+    collection: str,
+    dense: Sequence[float],
+    sparse: tuple[Sequence[int], Sequence[float]],
+    top_k: int,
+    *,
+    alpha: float,
+    candidates: int = HYBRID_CANDIDATES,
+    query_filter: Any = None,
+) -> list[tuple[Record, float]]:
+    """``convex_combination`` of the dense and sparse top ``candidates``: ``(record with payload, score)``.
+
+    Both candidate lists come from one batch query; the fused ids' payloads are fetched after.
+    """
+    requests = [VectorQuery(DENSE_VECTOR, list(dense), candidates, query_filter)]
+    if len(sparse[0]):
+        requests.append(VectorQuery(SPARSE_VECTOR, sparse, candidates, query_filter))
+    responses = backend.query(collection, requests)
+    sides = [{r.id: float(r.score) for r in response} for response in responses]
+    fused = convex_combination(sides[0], sides[1] if len(sides) > 1 else {}, alpha, top_k)
+    records = {r.id: r for r in backend.retrieve(collection, list(fused), with_payload=True)}
+    return [(records[i], score) for i, score in fused.items() if i in records]
+
+
+# ----------------------------------------------------------------------------
 # The store
 
 
 class MedeirVectorStore:
-    """A medeir collection in Qdrant.
+    """A medeir collection in Qdrant: Qdrant Edge in a local folder, or a Qdrant server.
 
     Args:
         encoder: a loaded ``MedeirEncoder``, a model path, or ``None`` for the bundled model.
-        collection: collection name.
-        path: folder of the embedded Qdrant (``":memory:"`` for RAM); ignored with ``url``.
-        url: a Qdrant server; the code path is the same as embedded mode.
+        collection: collection name (on Edge, the name of its subfolder).
+        path: the store folder (Qdrant Edge; ``":memory:"`` for a temporary folder deleted
+            on close); ignored with ``url``.
+        url: a Qdrant server or cluster (through qdrant-client).
         api_key: for a server that needs one.
-        client: an existing ``QdrantClient`` (then ``path``/``url`` are ignored and the
-            client is not closed by ``close()``).
+        engine: ``"edge"`` (default) or ``"qdrant-client"``: qdrant-client's local mode for
+            ``path`` (``":memory:"`` or a folder of SQLite files), for comparisons and tests.
+        backend: an open ``store_backends.StoreBackend`` to use instead (then ``path``/``url``
+            are ignored and ``close()`` leaves it open).
+        client: an existing ``QdrantClient`` (a server, or qdrant-client's local mode) to
+            use instead; ``close()`` leaves it open.
 
-    Use it as a context manager, or call ``close()``: the embedded client holds a lock
-    on its folder until closed.
+    Use it as a context manager, or call ``close()``: it flushes, and an Edge store holds a
+    lock on its collection until closed.
     """
 
     def __init__(
@@ -382,24 +359,38 @@ class MedeirVectorStore:
         path: str | os.PathLike[str] | None = DEFAULT_QDRANT_PATH,
         url: str | None = None,
         api_key: str | None = None,
+        engine: str = "edge",
+        backend: StoreBackend | None = None,
         client: Any = None,
     ) -> None:
         self.encoder = encoder if isinstance(encoder, MedeirEncoder) else MedeirEncoder(encoder)
         self.hybrid = load_hybrid_weights(self.encoder.path)  # the model's hybrid.json, read once
         self.collection = collection
-        self.location = url or str(path)
-        self._owns_client = client is None
-        self.client = client if client is not None else open_client(path, url, api_key)
-        self.server = bool(url)
+        self._owns_backend = backend is None and client is None
+        if backend is None:
+            if client is not None:
+                backend = ServerBackend(client, location=url or str(path), owns_client=False)
+            else:
+                backend = open_backend(path, url, api_key, collection=collection, engine=engine)
+        backend.check_name(collection)
+        backend.lock(collection)
+        self.backend: StoreBackend | None = backend
+        self.location = backend.location
         self._identity: dict[str, Any] | None = None
 
     # -- lifecycle ----------------------------------------------------------
 
     def close(self) -> None:
-        """Close the client (releases the embedded folder's lock)."""
-        if self._owns_client and self.client is not None:
-            self.client.close()
-        self.client = None
+        """Flush and close the backend (releases an Edge collection's lock)."""
+        if self.backend is None:
+            return
+        try:
+            if self.exists():
+                self.backend.flush(self.collection)
+        finally:
+            if self._owns_backend:
+                self.backend.close()
+            self.backend = None
 
     def __enter__(self) -> MedeirVectorStore:
         return self
@@ -408,23 +399,47 @@ class MedeirVectorStore:
         self.close()
 
     @property
+    def engine(self) -> str:
+        """``"edge"`` (a local folder) or ``"qdrant-client"`` (a server, or its local mode)."""
+        return self.backend.engine
+
+    @property
     def identity(self) -> dict[str, Any]:
         if self._identity is None:
             self._identity = model_identity(self.encoder)
         return self._identity
 
     def exists(self) -> bool:
-        """Whether the collection (or an alias of that name, left by ``recreate``) exists."""
-        return collection_exists(self.client, self.collection)
-
-    def _aliases(self) -> dict[str, str]:
-        return _aliases(self.client)
+        """Whether the collection exists (on a server also as an alias, which ``recreate`` leaves)."""
+        return self.backend.exists(self.collection)
 
     def count(self) -> int:
         """Points in the collection (0 when it does not exist)."""
         if not self.exists():
             return 0
-        return self.client.count(self.collection, exact=True).count
+        return self.backend.count(self.collection)
+
+    def scroll(self, *, with_payload: bool | list[str] = True, batch: int = 1000) -> Iterator[Record]:
+        """Every stored point (id and payload), in id order; nothing when the collection does not exist."""
+        if not self.exists():
+            return iter(())
+        return self.backend.scroll(self.collection, with_payload=with_payload, batch=batch)
+
+    def optimize(self) -> bool:
+        """Build the HNSW index and merge segments now (Edge); a server does this by itself.
+
+        ``index`` calls it when it ends; until then new points are searched exactly (brute force).
+        """
+        require_collection(self.backend, self.collection)
+        return self.backend.optimize(self.collection)
+
+    def create_index(self, field_name: str, schema: str = "keyword") -> None:
+        """A payload index on ``field_name`` (e.g. ``"meta.journal"``) for fast filters on it.
+
+        ``schema``: ``keyword``, ``integer``, ``float``, ``bool``, ``text`` or ``datetime``.
+        """
+        require_collection(self.backend, self.collection)
+        self.backend.create_index(self.collection, field_name, schema)
 
     # -- collection ---------------------------------------------------------
 
@@ -434,77 +449,34 @@ class MedeirVectorStore:
         ``recreate=True`` drops the collection at once; ``index(..., recreate=True)`` instead
         keeps it until a complete replacement is ready.
         """
-        from qdrant_client import models
-
         if recreate:
             self.drop()
         if self.exists():
             self.check()
             return
-        self.client.create_collection(
-            self.collection,
-            vectors_config={
-                DENSE_VECTOR: models.VectorParams(size=self.encoder.embedding_dimension, distance=models.Distance.COSINE)
-            },
-            sparse_vectors_config={SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)},
-            metadata={METADATA_KEY: self.identity},
-        )
-        if self.server:  # payload indexes do nothing in embedded mode (and warn there)
-            self.client.create_payload_index(self.collection, "doc_id", models.PayloadSchemaType.KEYWORD)
+        self.backend.create(self.collection, self.encoder.embedding_dimension, self.identity)
 
     def drop(self) -> None:
-        """Delete the collection (and, when the name is an alias, the collection behind it)."""
-        from qdrant_client import models
-
-        target = self._aliases().get(self.collection)
-        if target is not None:
-            self.client.update_collection_aliases(
-                change_aliases_operations=[
-                    models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.collection))
-                ]
-            )
-            self.client.delete_collection(target)
-        elif self.client.collection_exists(self.collection):
-            self.client.delete_collection(self.collection)
-
-    def _swap_in(self, build: str) -> None:
-        """Make ``build`` the collection: the name becomes an alias of it, the old data go."""
-        from qdrant_client import models
-
-        old = self._aliases().get(self.collection)
-        operations: list[Any] = []
-        if old is not None:
-            operations.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=self.collection)))
-        elif self.client.collection_exists(self.collection):
-            # a plain collection cannot be renamed or replaced by an alias in one step; from
-            # here to the alias below (milliseconds), the new points are only under `build`
-            self.client.delete_collection(self.collection)
-        operations.append(
-            models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=build, alias_name=self.collection))
-        )
-        self.client.update_collection_aliases(change_aliases_operations=operations)
-        if old is not None:
-            self.client.delete_collection(old)
+        """Delete the collection (and, on a server where the name is an alias, the collection behind it)."""
+        self.backend.drop(self.collection)
 
     def check(self) -> dict[str, Any]:
-        """Raise unless the collection exists and was built with this model; returns its metadata."""
-        require_collection(self.client, self.collection, self.location)
-        config = self.client.get_collection(self.collection).config
-        vectors = config.params.vectors
-        dense = vectors.get(DENSE_VECTOR) if isinstance(vectors, dict) else None
+        """Raise unless the collection exists and was built with this model; returns its model record."""
+        require_collection(self.backend, self.collection)
+        info = self.backend.describe(self.collection)
         hint = "use the model it was built with, or rebuild it with `medeir index --recreate`"
-        if dense is None or SPARSE_VECTOR not in (config.params.sparse_vectors or {}):
+        if info.dense_size is None or not info.has_sparse:
             raise CollectionMismatchError(
                 f"collection {self.collection!r} at {self.location} was not created by medeir "
                 f"(no '{DENSE_VECTOR}'/'{SPARSE_VECTOR}' vectors); pick another --collection or --recreate it"
             )
-        if dense.size != self.encoder.embedding_dimension:
+        if info.dense_size != self.encoder.embedding_dimension:
             raise CollectionMismatchError(
-                f"collection {self.collection!r} holds {dense.size}-dimensional vectors but model "
+                f"collection {self.collection!r} holds {info.dense_size}-dimensional vectors but model "
                 f"{self.encoder.path.name!r} gives {self.encoder.embedding_dimension} "
                 f"(truncate_dim={self.encoder.truncate_dim}); {hint}"
             )
-        stored = (config.metadata or {}).get(METADATA_KEY)
+        stored = info.identity
         if stored is None:
             raise CollectionMismatchError(
                 f"collection {self.collection!r} at {self.location} has no medeir model record (created by "
@@ -536,6 +508,8 @@ class MedeirVectorStore:
         recreate: bool = False,
         embed_title: bool = True,
         show_progress: bool = True,
+        total: int | None = None,
+        optimize: bool = True,
     ) -> IndexStats:
         """Chunk, embed and upsert documents; returns the counts.
 
@@ -549,7 +523,11 @@ class MedeirVectorStore:
                 error (or Ctrl-C) the new one is deleted and the old one is left as it was.
             embed_title: embed ``title + "\\n" + chunk`` (the title's tokens count against
                 ``chunk_size``; titles over a quarter of it are not embedded).
-            show_progress: tqdm bar over documents.
+            show_progress: tqdm bar over documents, with chunks and points per second
+                (and an ETA when ``total`` is given).
+            total: how many documents to expect (for the ETA); ``len(documents)`` when it has one.
+            optimize: run ``optimize()`` when the documents are in (before the swap with
+                ``recreate``), so the collection is searched through HNSW at once.
 
         Raises:
             InvalidArgumentError: a bad ``chunk_size``/``chunk_overlap``/``batch_size``.
@@ -563,24 +541,26 @@ class MedeirVectorStore:
         chunk_size = window.resolve_chunk_size(chunk_size)
         if not isinstance(chunk_overlap, int) or not 0 <= chunk_overlap < chunk_size:
             raise InvalidArgumentError(f"chunk_overlap must be in 0..{chunk_size - 1}, got {chunk_overlap!r}")
-        settings = (chunk_size, chunk_overlap, batch_size, embed_title, show_progress)
+        if total is None and hasattr(documents, "__len__"):
+            total = len(documents)  # type: ignore[arg-type]
+        settings = (chunk_size, chunk_overlap, batch_size, embed_title, show_progress, total, optimize)
         if not (recreate and self.exists()):
             self.create()
             return self._index(documents, *settings)
-        final, build = self.collection, f"{self.collection}-rebuild-{uuid.uuid4().hex[:12]}"
+        final, build = self.collection, self.backend.build_name(self.collection)
         self.collection = build
         try:
             self.create()
             stats = self._index(documents, *settings)
         except BaseException:
             try:
-                self.client.delete_collection(build)
+                self.backend.drop(build)
             except Exception as error:  # the original error matters more; say what is left
                 logger.warning("could not delete the unfinished rebuild %r: %s", build, error)
             raise
         finally:
             self.collection = final
-        self._swap_in(build)
+        self.backend.swap_in(final, build)
         return stats
 
     def _index(
@@ -591,6 +571,8 @@ class MedeirVectorStore:
         batch_size: int,
         embed_title: bool,
         show_progress: bool,
+        total: int | None,
+        optimize: bool,
     ) -> IndexStats:
         """``index`` into the existing ``self.collection``."""
         started = time.perf_counter()
@@ -599,34 +581,47 @@ class MedeirVectorStore:
         seen: set[str] = set()
         pending: list[_Pending] = []
         pending_chunks = 0
-        progress = tqdm(desc="Indexing", unit="doc", disable=not show_progress)
+        progress = tqdm(desc="Indexing", unit="doc", total=total, disable=not show_progress, dynamic_ncols=True)
+
+        def report() -> None:
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            progress.set_postfix(chunks=stats.chunks, pts_s=f"{stats.chunks / elapsed:.1f}",
+                                 skipped=stats.skipped_existing, refresh=False)
+
         iterator = iter(documents)
         try:
             while True:
                 try:
                     doc = next(iterator)
                     stats.documents += 1
-                    progress.update(1)
                     item = self._prepare(doc, stats, seen, chunk_size, chunk_overlap, embed_title)
                 except StopIteration:
                     break
                 except Exception:  # a bad record: store every document read before it, then stop
                     if pending:
-                        self._flush(pending, stats, batch_size)
+                        self._store_batch(pending, stats, batch_size)
                     raise
                 if item is None:
+                    progress.update(1)
                     continue
                 pending.append(item)
                 pending_chunks += len(item.chunks)
                 if pending_chunks >= batch_size:
-                    self._flush(pending, stats, batch_size)
-                    progress.set_postfix(chunks=stats.chunks, skipped=stats.skipped_existing)
+                    self._store_batch(pending, stats, batch_size)
+                    progress.update(len(pending))
+                    report()
                     pending, pending_chunks = [], 0
             if pending:
-                self._flush(pending, stats, batch_size)
-            progress.set_postfix(chunks=stats.chunks, skipped=stats.skipped_existing)
+                self._store_batch(pending, stats, batch_size)
+                progress.update(len(pending))
+            report()
         finally:
             progress.close()
+        if optimize:
+            began = time.perf_counter()
+            self.backend.optimize(self.collection)
+            stats.optimize_seconds = time.perf_counter() - began
+        self.backend.flush(self.collection)
         stats.seconds = time.perf_counter() - started
         return stats
 
@@ -667,13 +662,11 @@ class MedeirVectorStore:
             ids=[point_id(doc.id, c.index) for c in chunks],
         )
 
-    def _flush(self, pending: list[_Pending], stats: IndexStats, batch_size: int) -> None:
+    def _store_batch(self, pending: list[_Pending], stats: IndexStats, batch_size: int) -> None:
         """Skip complete documents, delete stale chunks of changed ones, embed and upsert the rest."""
-        from qdrant_client import models
-
         ids = [i for p in pending for i in p.ids]
-        stored = self.client.retrieve(self.collection, ids=ids, with_payload=["doc_key"], with_vectors=False)
-        stored_keys = {str(r.id): (r.payload or {}).get("doc_key") for r in stored}
+        stored = self.backend.retrieve(self.collection, ids, with_payload=["doc_key"])
+        stored_keys = {r.id: (r.payload or {}).get("doc_key") for r in stored}
         todo: list[_Pending] = []
         stale: list[str] = []
         for p in pending:
@@ -685,13 +678,7 @@ class MedeirVectorStore:
                 stale.append(p.doc.id)
             todo.append(p)
         if stale:
-            self.client.delete(
-                self.collection,
-                points_selector=models.FilterSelector(
-                    filter=models.Filter(must=[models.FieldCondition(key="doc_id", match=models.MatchAny(any=stale))])
-                ),
-                wait=True,
-            )
+            self.backend.delete_documents(self.collection, stale)
         if not todo:
             return
         texts = [t for p in todo for t in p.embed_texts]
@@ -701,7 +688,6 @@ class MedeirVectorStore:
         row = 0
         for p in todo:
             for chunk, pid in zip(p.chunks, p.ids, strict=True):
-                indices, values = sparse[row]
                 payload = {
                     "doc_id": p.doc.id,
                     "chunk_index": chunk.index,
@@ -715,19 +701,10 @@ class MedeirVectorStore:
                     "source": p.doc.source,
                     "meta": p.doc.meta,
                 }
-                points.append(
-                    models.PointStruct(
-                        id=pid,
-                        vector={
-                            DENSE_VECTOR: dense[row].tolist(),
-                            SPARSE_VECTOR: models.SparseVector(indices=indices, values=values),
-                        },
-                        payload=payload,
-                    )
-                )
+                points.append(StoredPoint(id=pid, dense=dense[row].tolist(), sparse=sparse[row], payload=payload))
                 row += 1
         for start in range(0, len(points), batch_size):
-            self.client.upsert(self.collection, points=points[start : start + batch_size], wait=True)
+            self.backend.upsert(self.collection, points[start : start + batch_size])
         stats.indexed += len(todo)
         stats.chunks += len(points)
 
@@ -753,7 +730,8 @@ class MedeirVectorStore:
             candidates: hybrid only: results each side contributes before fusion; the
                 scores are normalised over them (default ``max(top_k, 100)``, the depth
                 ``medeir evaluate`` and ``medeir tune-hybrid`` use).
-            query_filter: a ``qdrant_client.models.Filter`` on the payload.
+            query_filter: payload conditions: a dict (``{"doc_id": "x"}``, a list value means
+                any of), a ``qdrant_client.models.Filter``, or (Edge) a ``qdrant_edge.Filter``.
             alpha: hybrid only: the dense side's weight in [0, 1] (default: the model's
                 ``hybrid.json``, else 0.5).
 
@@ -762,8 +740,6 @@ class MedeirVectorStore:
             InvalidTextError: the query holds a lone surrogate.
             CollectionNotFoundError / CollectionMismatchError: see ``check``.
         """
-        from qdrant_client import models
-
         if not isinstance(query, str):
             raise TypeError(f"query must be a string, got {type(query).__name__}")
         _check_top_k(top_k)
@@ -778,45 +754,26 @@ class MedeirVectorStore:
         def dense_vector() -> list[float]:
             return self.encoder.encode_query(query, overlong="truncate", show_progress=False).tolist()
 
-        indices, values = sparse_query_vector(self.encoder.tokenizer, query)
-        sparse = models.SparseVector(indices=indices, values=values)
+        sparse = sparse_query_vector(self.encoder.tokenizer, query)
+        if mode == "hybrid":
+            alpha = self.hybrid.alpha if alpha is None else HybridWeights(alpha=alpha).alpha
+            fused = hybrid_search(self.backend, self.collection, dense_vector(), sparse, top_k, alpha=alpha,
+                                  candidates=candidates, query_filter=query_filter)
+            return [_hit(record, score) for record, score in fused]
         if mode == "dense":
-            response = self.client.query_points(
-                self.collection, query=dense_vector(), using=DENSE_VECTOR, limit=top_k,
-                query_filter=query_filter, with_payload=True,
-            )
-        elif mode == "sparse":
-            if not indices:
-                return []
-            response = self.client.query_points(
-                self.collection, query=sparse, using=SPARSE_VECTOR, limit=top_k,
-                query_filter=query_filter, with_payload=True,
-            )
+            request = VectorQuery(DENSE_VECTOR, dense_vector(), top_k, query_filter, with_payload=True)
         else:
-            return self._hybrid_search(dense_vector(), sparse, top_k, candidates, query_filter, alpha)
-        return [_hit(p, p.score) for p in response.points]
-
-    def _hybrid_search(
-        self, dense: list[float], sparse: Any, top_k: int, candidates: int, query_filter: Any, alpha: float | None,
-    ) -> list[SearchHit]:
-        """Both candidate lists in one batch call, fused by ``convex_combination``."""
-        from qdrant_client import models
-
-        alpha = self.hybrid.alpha if alpha is None else HybridWeights(alpha=alpha).alpha
-        requests = [models.QueryRequest(query=dense, using=DENSE_VECTOR, limit=candidates, filter=query_filter)]
-        if sparse.indices:
-            requests.append(models.QueryRequest(query=sparse, using=SPARSE_VECTOR, limit=candidates, filter=query_filter))
-        responses = self.client.query_batch_points(self.collection, requests=requests)
-        sides = [{str(p.id): float(p.score) for p in response.points} for response in responses]
-        fused = convex_combination(sides[0], sides[1] if len(sides) > 1 else {}, alpha, top_k)
-        points = {str(p.id): p for p in self.client.retrieve(self.collection, ids=list(fused), with_payload=True)}
-        return [_hit(points[point_id], score) for point_id, score in fused.items() if point_id in points]
+            if not sparse[0]:
+                return []
+            request = VectorQuery(SPARSE_VECTOR, sparse, top_k, query_filter, with_payload=True)
+        (records,) = self.backend.query(self.collection, [request])
+        return [_hit(r, r.score) for r in records]
 
 
-def _hit(point: Any, score: float) -> SearchHit:
-    payload = point.payload
+def _hit(record: Record, score: float) -> SearchHit:
+    payload = record.payload
     return SearchHit(
         doc_id=payload["doc_id"], chunk_index=payload["chunk_index"], score=float(score),
         title=payload.get("title", ""), text=payload["text"], start=payload["start"], end=payload["end"],
-        meta=payload.get("meta") or {}, id=str(point.id),
+        meta=payload.get("meta") or {}, id=record.id,
     )

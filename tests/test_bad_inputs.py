@@ -32,9 +32,11 @@ from medeir_rag.model_files import ModelFileError, resolve_model_path
 from medeir_rag.vector_store import (
     CollectionMismatchError,
     CollectionNotFoundError,
+    LegacyStoreError,
     MedeirVectorStore,
     ServerUnreachableError,
     StorageLockedError,
+    open_backend,
 )
 
 SAMPLE = len(list(read_sample_corpus()))
@@ -53,25 +55,21 @@ def query_args(model_dir, qdrant_path, *extra):
 
 
 def points(qdrant_path, collection="medeir") -> int:
-    from qdrant_client import QdrantClient
-
-    client = QdrantClient(path=str(qdrant_path))
+    backend = open_backend(qdrant_path, collection=collection, create=False)
     try:
-        if not client.collection_exists(collection):
-            return 0
-        return client.count(collection, exact=True).count
+        return backend.count(collection) if backend.exists(collection) else 0
     finally:
-        client.close()
+        backend.close()
 
 
 def collections(qdrant_path) -> list[str]:
-    from qdrant_client import QdrantClient
-
-    client = QdrantClient(path=str(qdrant_path))
+    """The store's collections, plus any hidden folder (an unfinished rebuild) left beside them."""
+    backend = open_backend(qdrant_path, create=False)
     try:
-        return sorted(c.name for c in client.get_collections().collections)
+        names = backend.collections()
     finally:
-        client.close()
+        backend.close()
+    return sorted([*names, *(p.name for p in qdrant_path.iterdir() if p.is_dir() and p.name.startswith("."))])
 
 
 def one_error_line(err: str, prog: str) -> str:
@@ -144,6 +142,7 @@ def no_network(monkeypatch):
         (CollectionMismatchError, ValueError),
         (CollectionNotFoundError, LookupError),
         (StorageLockedError, RuntimeError),
+        (LegacyStoreError, ValueError),
         (ServerUnreachableError, ConnectionError),
     ],
 )
@@ -218,9 +217,14 @@ def test_qdrant_path_that_is_a_file(no_model_load, tiny_model_dir, tmp_path, cap
     assert file.read_text() == "not a folder"
 
 
-def test_qdrant_client_not_installed(no_model_load, tiny_model_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "qdrant_client", None)  # import qdrant_client -> ImportError
+def test_qdrant_engine_not_installed(no_model_load, tiny_model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "qdrant_edge", None)  # import qdrant_edge -> ImportError
     assert indexing.main(["--sample", *store_args(tiny_model_dir, tmp_path / "q")]) == 1
+    line = one_error_line(capsys.readouterr().err, "medeir index")
+    assert "qdrant-edge-py (the embedded Qdrant engine) is not installed" in line
+    assert "pip install 'medeir_rag[qdrant]'" in line
+    monkeypatch.setitem(sys.modules, "qdrant_client", None)  # a server needs qdrant-client
+    assert indexing.main(["--sample", *store_args(tiny_model_dir, "unused"), "--qdrant-url", "http://127.0.0.1:1"]) == 1
     line = one_error_line(capsys.readouterr().err, "medeir index")
     assert "qdrant-client is not installed" in line and "pip install 'medeir_rag[qdrant]'" in line
 
@@ -412,7 +416,8 @@ def test_recreate_interrupted_keeps_the_collection(tiny_model_dir, qdrant):
         with pytest.raises(KeyboardInterrupt):
             store.index(interrupted(), recreate=True, batch_size=1, show_progress=False)
         assert store.count() == SAMPLE
-        assert sorted(c.name for c in store.client.get_collections().collections) == ["medeir"]
+        assert store.backend.collections() == ["medeir"]
+    assert collections(qdrant) == ["medeir"]  # the unfinished rebuild folder is gone
 
 
 def test_recreate_swaps_in_only_on_success_and_keeps_working(tiny_model_dir, qdrant, tmp_path, capsys):

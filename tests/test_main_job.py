@@ -169,9 +169,9 @@ def test_bad_arguments_give_clear_errors(tiny_model_dir, tmp_path, capsys):
     assert "--top-k must be > 0" in capsys.readouterr().err
     assert indexing.main(["--chunk-size", "99999", "--no-progress", *store_args(tiny_model_dir, qdrant)]) == 1
     assert "does not fit the model window" in capsys.readouterr().err
-    from qdrant_client import QdrantClient
+    from medeir_rag.vector_store import open_backend
 
-    holder = QdrantClient(path=str(qdrant))  # e.g. a notebook that still has the folder open
+    holder = open_backend(qdrant, collection="medeir")  # e.g. a notebook that still has the store open
     try:
         assert querying.main(["diabetes", *store_args(tiny_model_dir, qdrant)]) == 1
         assert "open in another process" in capsys.readouterr().err
