@@ -198,3 +198,7 @@ def test_distill_refuses_a_checkpoint_of_another_run(setup, vocab_run, tmp_path,
     assert distill.main(distill_args(setup, vocab_run, out, "--max-steps", "4", "--set", "train.stop_at=2")) == 0
     assert distill.main(distill_args(setup, vocab_run, out, "--max-steps", "8")) == 1
     assert "different run (max_steps differ)" in capsys.readouterr().err
+    # asked for, a new length continues the checkpoint with a recomputed schedule, and says so
+    assert distill.main(distill_args(setup, vocab_run, out, "--max-steps", "6", "--set", "train.reschedule=true")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["reschedules"] == [{"from_max_steps": 4, "to_max_steps": 6, "at_step": 2}]

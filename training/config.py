@@ -403,6 +403,10 @@ class DistillTrain(Section):
     keep_checkpoints: int = Field(2, ge=1)
     stop_at: int | None = Field(None, ge=1, description="stop after this step as if interrupted (tests resume)")
     num_threads: int | None = Field(None, ge=1)
+    reschedule: bool = Field(
+        False, description="resume a checkpoint under a new max_steps/epochs: the LR schedule is recomputed "
+        "for the new length (not an exact resume; recorded in summary.json)",
+    )
 
 
 class DistillConfig(Section):

@@ -27,7 +27,9 @@ Design choices (DistilBERT / MiniLM-style embedding distillation; Model2Vec for 
   text hash, reused by every later run.
 - **Exact resume**: the batch order is a pure function of (seed, epoch, step); a
   checkpoint holds weights, projection, optimizer, scheduler and RNG state
-  (``pretrain.save_checkpoint``). ``train.stop_at`` stops early as if interrupted.
+  (``pretrain.save_checkpoint``). ``train.stop_at`` stops early as if interrupted;
+  ``train.reschedule`` continues a checkpoint under a new length (the LR schedule is
+  recomputed, so that resume is not exact, and ``summary.json`` says so).
 - **Outputs**: ``final/`` (a sentence-transformers folder like ``finetune``'s),
   ``config.yaml``, ``metrics.jsonl``, ``loss_curve.png``, ``summary.json`` (tokens/s,
   texts/s, validation cosine, held-out MedQuAD MRR@10 before and after).
@@ -355,14 +357,22 @@ def train(config: DistillConfig) -> dict[str, Any]:
     dist = Dist()
     start_step = 0
     resume_from = latest_checkpoint(out)
+    rescheduled: dict[str, Any] | None = None
     if resume_from is not None:
         saved = json.loads((resume_from / "state.json").read_text())
         changed = [k for k, v in identity.items() if json.dumps(saved.get(k)) != json.dumps(v)]
+        if config.train.reschedule and "max_steps" in changed:
+            changed.remove("max_steps")
+            rescheduled = {"from_max_steps": saved.get("max_steps"), "to_max_steps": max_steps, "at_step": saved["step"]}
+            print0(f"rescheduling: {rescheduled}")
         if changed:
             raise ValueError(f"{out} holds a checkpoint of a different run ({', '.join(changed)} differ); "
                              "use a new --out or delete its checkpoints/")
         state = load_checkpoint(resume_from, student, optimizer, scheduler, dist)
         start_step = state["step"]
+        if rescheduled:
+            state["max_steps"] = max_steps
+            state.setdefault("reschedules", []).append(rescheduled)
         print0(f"resumed from {resume_from} (step {start_step})")
         run.truncate_metrics(start_step)
     run.write_config(config)
@@ -458,6 +468,7 @@ def train(config: DistillConfig) -> dict[str, Any]:
         "texts_per_s": round(state["texts_seen"] / max(state["train_seconds"], 1e-9), 1),
         "wall_time": format_seconds(time.time() - run.started),
         "dtype": "bfloat16" if use_bf16 else "float32",
+        "reschedules": state.get("reschedules", []),
         "params": n_params,
         "first_val_loss": first_val.get("val_loss"),
         "first_val_cos_loss": first_val.get("val_cos_loss"),
