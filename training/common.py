@@ -244,17 +244,20 @@ def trainer_stage_parser(command: str, description: str, init_help: str) -> argp
     return p
 
 
-def run_trainer_stage(stage: str, command: str, parser: argparse.ArgumentParser, train, argv) -> int:
+def run_stage(stage: str, command: str, parser: argparse.ArgumentParser, sugar: dict[str, str], train, argv) -> int:
     """Parse, resolve the config, train; a bad corpus or path is one clear line and exit code 1."""
-    import sys
-
-    config = resolve_stage_config(stage, parser.parse_args(argv), TRAINER_SUGAR)
+    config = resolve_stage_config(stage, parser.parse_args(argv), sugar)
     try:
         train(config)
     except (ValueError, FileNotFoundError) as error:
         print(f"medeir {command}: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def run_trainer_stage(stage: str, command: str, parser: argparse.ArgumentParser, train, argv) -> int:
+    """``run_stage`` with the flag shortcuts of the sentence-transformers trainer stages."""
+    return run_stage(stage, command, parser, TRAINER_SUGAR, train, argv)
 
 
 def trainer_run_stats(trainer: Any, result: Any, run: RunDir, losses: list[float], train_seconds: float) -> dict:

@@ -58,13 +58,29 @@ from medeir_rag.export import DOCUMENT_PROMPT, QUERY_PROMPT
 from medeir_rag.modeling import MedeirModel, mean_pool
 from medeir_rag.tokenization import load_tokenizer
 
-from .common import Dist, RunDir, format_seconds, print0, resolve_device, resolve_stage_config, seed_everything, stage_parser
+from .common import (
+    Dist,
+    RunDir,
+    format_seconds,
+    print0,
+    resolve_device,
+    run_stage,
+    seed_everything,
+    stage_parser,
+)
 from .config import DistillConfig, DistillTexts, PairData
 from .pairs import Pair, bm25_mrr, heldout_medquad_pairs, mrr_at_k
 from .plots import plot_curves
 from .pretrain import build_optimizer, latest_checkpoint, load_checkpoint, lr_multiplier, save_checkpoint
 from .teacher import cached_teacher_embeddings, resolve_teacher
-from .text_sources import check_trainable, default_data_dir, document_text, is_held_out, iter_jsonl, record_key
+from .text_sources import (
+    check_trainable,
+    default_data_dir,
+    document_text,
+    is_held_out,
+    iter_jsonl,
+    record_key,
+)
 
 FINAL_DIR = "final"
 QUERY_KINDS = ("medquad_question", "pubmed_title", "pubmed_sentence")
@@ -498,15 +514,8 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = resolve_stage_config("distill", build_parser().parse_args(argv),
-                                  {"init": "init", "teacher": "teacher.name", "max_steps": "train.max_steps",
-                                   "data_dir": "data.data_dir"})
-    try:
-        train(config)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"medeir distill: {error}", file=sys.stderr)
-        return 1
-    return 0
+    sugar = {"init": "init", "teacher": "teacher.name", "max_steps": "train.max_steps", "data_dir": "data.data_dir"}
+    return run_stage("distill", "distill", build_parser(), sugar, train, argv)
 
 
 if __name__ == "__main__":

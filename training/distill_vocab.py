@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .common import RunDir, format_seconds, print0, resolve_stage_config, stage_parser
+from .common import RunDir, format_seconds, print0, run_stage, stage_parser
 from .config import DistillVocabConfig
 from .plots import plot_curves
 from .teacher import cached_teacher_embeddings, resolve_teacher
@@ -183,16 +183,8 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    import sys
-
-    config = resolve_stage_config("distill_vocab", build_parser().parse_args(argv),
-                                  {"teacher": "teacher.name", "data_dir": "data_dir"})
-    try:
-        train(config)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"medeir distill-vocab: {error}", file=sys.stderr)
-        return 1
-    return 0
+    sugar = {"teacher": "teacher.name", "data_dir": "data_dir"}
+    return run_stage("distill_vocab", "distill-vocab", build_parser(), sugar, train, argv)
 
 
 if __name__ == "__main__":

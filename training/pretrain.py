@@ -64,7 +64,7 @@ from .common import (
     format_seconds,
     print0,
     resolve_device,
-    resolve_stage_config,
+    run_stage,
     seed_everything,
     setup_distributed,
     stage_parser,
@@ -503,14 +503,7 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    config = resolve_stage_config("pretrain", args, SUGAR)
-    try:
-        train(config)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"medeir pretrain: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_stage("pretrain", "pretrain", build_parser(), SUGAR, train, argv)
 
 
 if __name__ == "__main__":
