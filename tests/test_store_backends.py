@@ -227,3 +227,18 @@ def test_an_empty_meta_json_is_not_a_legacy_store(encoder, tmp_path):
     backend = open_backend(tmp_path / "q", create=False)
     assert isinstance(backend, EdgeBackend)
     backend.close()
+
+
+def test_indexing_progress_shows_documents_chunks_points_per_second_and_eta(tiny_model_dir, tmp_path, capsys):
+    file = tmp_path / "docs.jsonl"
+    file.write_text("".join(json.dumps({"id": f"r{i}", "text": f"Gout flare {i} treated with colchicine."}) + "\n"
+                            for i in range(40)) + "\n", encoding="utf-8")
+    assert indexing.count_records(file) == 40 and indexing.count_records(None) == len(list(read_sample_corpus()))
+    argv = [str(file), "--model", str(tiny_model_dir), "--qdrant-path", str(tmp_path / "q"), "--device", "cpu",
+            "--batch-size", "8"]
+    assert indexing.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "Indexing: 100%" in err and "40/40" in err  # a total, so tqdm shows the ETA ("<00:00")
+    assert "chunks=40" in err and "pts_s=" in err
+    assert indexing.main([*argv, "--limit", "10"]) == 0
+    assert "10/10" in capsys.readouterr().err
