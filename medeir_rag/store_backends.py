@@ -17,7 +17,8 @@ Design choices:
   collection metadata).
 - **A collection is replaced by rename.** A new collection (and a ``recreate``) is built in a
   hidden folder ``.<collection>.build-<hex>``, marked ready, and renamed into place; the old
-  one is first renamed to ``.<collection>.old-<hex>`` and deleted after. Whoever next takes
+  one is first renamed to ``.<collection>.old-<hex>`` and deleted after (a dropped one goes
+  to ``.<collection>.trash-<hex>`` first). Whoever next takes
   the collection's lock finishes a swap that a crash cut between the two renames (or puts
   the old folder back) and deletes unfinished builds, so a failed or killed run never
   leaves less than it found.
@@ -281,8 +282,8 @@ def legacy_error(folder: Path, names: Sequence[str]) -> LegacyStoreError:
         f"the Qdrant folder {folder} was written by qdrant-client's local mode (collections: {', '.join(names)}), "
         "the embedded engine of medeir before it moved to Qdrant Edge, and Qdrant Edge cannot open it; "
         f"convert it without re-embedding with `medeir index --migrate --qdrant-path {folder}` (the old files "
-        f"are kept as {folder}{LEGACY_BACKUP_SUFFIX}), or rebuild it from your documents into a new folder: "
-        "`medeir index PATH --qdrant-path NEW_FOLDER --recreate`"
+        f"are kept as {folder}{LEGACY_BACKUP_SUFFIX}), or index your documents again into another folder: "
+        "`medeir index PATH --qdrant-path NEW_FOLDER` (--recreate cannot replace a folder in the old format)"
     )
 
 
@@ -448,7 +449,7 @@ class EdgeBackend(StoreBackend):
         try:
             shard = self._edge.EdgeShard.load(str(path))
         except Exception as error:
-            if "WouldBlock" in str(error) or "lock" in str(error).lower():
+            if "WouldBlock" in str(error):  # Edge's WAL lock: "Can't init WAL: Kind(WouldBlock)"
                 raise StorageLockedError(_locked_message(self.location, self._owner(collection))) from error
             raise
         self._shards[collection] = shard
