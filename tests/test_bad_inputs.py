@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import socket
 import sys
 
@@ -29,6 +28,7 @@ from medeir_rag.errors import (
     replace_lone_surrogates,
 )
 from medeir_rag.model_files import ModelFileError, resolve_model_path
+from medeir_rag.store_backends import copy_store
 from medeir_rag.vector_store import (
     CollectionMismatchError,
     CollectionNotFoundError,
@@ -100,7 +100,7 @@ def indexed(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture
 def qdrant(indexed, tmp_path):
-    return shutil.copytree(indexed, tmp_path / "qdrant")
+    return copy_store(indexed, tmp_path / "qdrant")  # shutil.copytree would write out Edge's 64 MB of WAL holes
 
 
 @pytest.fixture

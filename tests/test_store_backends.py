@@ -16,7 +16,7 @@ from medeir_rag import indexing, querying
 from medeir_rag.documents import SourceDocument, read_sample_corpus
 from medeir_rag.encoder import MedeirEncoder
 from medeir_rag.errors import InvalidArgumentError
-from medeir_rag.store_backends import READY_MARKER, EdgeBackend
+from medeir_rag.store_backends import READY_MARKER, EdgeBackend, copy_store
 from medeir_rag.vector_store import (
     LegacyStoreError,
     MedeirVectorStore,
@@ -119,7 +119,7 @@ def test_a_swap_cut_between_its_renames_is_finished_or_undone(encoder, tmp_path)
 
     # killed after the old folder was renamed away and before the new one was renamed in
     shutil.move(root / "medeir", root / ".medeir.old-aaaa")
-    shutil.copytree(new, root / ".medeir.build-bbbb")
+    copy_store(new, root / ".medeir.build-bbbb")
     (root / ".medeir.build-bbbb" / READY_MARKER).touch()
     with MedeirVectorStore(encoder, path=root) as store:
         assert doc_ids(store) == {"new0", "new1"}
@@ -127,15 +127,15 @@ def test_a_swap_cut_between_its_renames_is_finished_or_undone(encoder, tmp_path)
 
     # killed while the rebuild was still being written (no marker): the old folder comes back
     shutil.move(root / "medeir", root / ".medeir.old-cccc")
-    shutil.copytree(new, root / ".medeir.build-dddd")
+    copy_store(new, root / ".medeir.build-dddd")
     with MedeirVectorStore(encoder, path=root) as store:
         assert doc_ids(store) == {"new0", "new1"}
     assert sorted(p.name for p in root.iterdir()) == [".medeir.lock", "medeir"]
 
     # killed mid-rebuild or mid-delete with the collection in place: leftovers go, nothing else
-    shutil.copytree(new, root / ".medeir.build-eeee")
-    shutil.copytree(new, root / ".medeir.old-ffff")
-    shutil.copytree(new, root / ".medeir.trash-0000")
+    copy_store(new, root / ".medeir.build-eeee")
+    copy_store(new, root / ".medeir.old-ffff")
+    copy_store(new, root / ".medeir.trash-0000")
     with MedeirVectorStore(encoder, path=root) as store:
         assert store.count() == 2
     assert sorted(p.name for p in root.iterdir()) == [".medeir.lock", "medeir"]
@@ -215,6 +215,19 @@ def test_migration_refuses_folders_not_built_by_medeir(tmp_path):
         migrate_local_store(tmp_path / "llamaindex", show_progress=False)
     assert (tmp_path / "llamaindex" / "meta.json").is_file() and not (tmp_path / "llamaindex.qdrant-client-backup").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["llamaindex"]
+
+
+def test_copy_store_keeps_the_wal_files_sparse(encoder, tmp_path):
+    _build(encoder, tmp_path / "q", "medeir", docs("a", 3))
+    copy = copy_store(tmp_path / "q", tmp_path / "copy")
+
+    def allocated(folder):
+        return sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file())
+
+    assert allocated(copy) <= 2 * allocated(tmp_path / "q") + 2**20 < 8 * 2**20
+    assert (copy / "medeir" / "wal" / "open-1").stat().st_size == 32 * 2**20
+    with MedeirVectorStore(encoder, path=copy) as store:
+        assert doc_ids(store) == {"a0", "a1", "a2"}
 
 
 def test_an_empty_meta_json_is_not_a_legacy_store(encoder, tmp_path):
