@@ -36,6 +36,7 @@ SUBCOMMANDS: dict[str, tuple[str, str | None, str]] = {
     "tune-hybrid": ("medeir_rag.training.hybrid", "eval", "choose the hybrid search's dense weight on held-out data"),
     "evaluate": ("medeir_rag.evaluate", "eval", "mteb retrieval benchmark with baselines"),
     "analyze": ("medeir_rag.embedding_space", "eval", "embedding-space analysis and plots"),
+    "export": ("medeir_rag.export_onnx", "onnx", "export a model to ONNX (fp32 + int8) for backend='onnx'"),
     "index": ("medeir_rag.indexing", "qdrant", "index documents into Qdrant"),
     "query": ("medeir_rag.querying", "qdrant", "search an index"),
 }

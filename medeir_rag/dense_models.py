@@ -59,11 +59,20 @@ def load_medeir(
     device: str | None = None,
     truncate_dim: int | None = None,
     batch_tokens: int = 16384,
+    precision: str = "fp32",
+    backend: str = "torch",
 ) -> DenseModel:
-    """Our model (``None`` = the bundled default) through ``MedeirEncoder``."""
+    """Our model (``None`` = the bundled default) through ``MedeirEncoder``.
+
+    ``precision``/``backend`` other than ``fp32``/``torch`` go into ``settings`` (and so into
+    the embedding-cache key and the results file); the defaults add nothing, so embeddings
+    cached before these options existed stay valid.
+    """
     from medeir_rag.encoder import MedeirEncoder
 
-    encoder = MedeirEncoder(path, device=device, truncate_dim=truncate_dim, batch_tokens=batch_tokens)
+    encoder = MedeirEncoder(path, device=device, truncate_dim=truncate_dim, batch_tokens=batch_tokens,
+                            precision=precision, backend=backend)
+    runtime = {k: v for k, v in (("precision", precision), ("backend", backend)) if v not in ("fp32", "torch")}
     return DenseModel(
         name=f"medeir ({encoder.path.name})",
         path=encoder.path,
@@ -71,7 +80,8 @@ def load_medeir(
         encode_query=lambda texts: encoder.encode_query(texts, show_progress=len(texts) >= 256),
         encode_document=lambda texts: encoder.encode_document(texts, show_progress=len(texts) >= 256),
         prompts={"query": encoder.prompts.get("query", ""), "document": encoder.document_prompt},
-        settings={"truncate_dim": truncate_dim, "max_length": encoder.max_length, "overlong": encoder.overlong},
+        settings={"truncate_dim": truncate_dim, "max_length": encoder.max_length, "overlong": encoder.overlong,
+                  **runtime},
     )
 
 

@@ -7,7 +7,10 @@ Design choices:
   batches, and padding stays near zero. A second, quadratic budget keeps each batch's
   ALiBi bias small enough for the full-speed attention backend. This is where the speed
   over ``SentenceTransformer.encode`` (fixed batches, character-length sort) comes from.
-- ``torch.inference_mode``; optional fp16/bf16 autocast on GPU.
+- ``torch.inference_mode``; optional bf16/fp16 autocast (``precision`` of ``MedeirEncoder``).
+  ``model`` is a ``MedeirModel`` (int8-quantised or not) or, for ``backend="onnx"``, an
+  ``OnnxEncoderModel``: anything with ``config``, ``device``, ``eval``/``train`` and a call
+  that returns ``last_hidden_state``.
 - Mean pooling, then Matryoshka ``truncate_dim`` (truncate *then* normalise, so a
   truncated vector is still unit length), then L2 normalisation.
 - Inputs over the window are never handled silently. ``overlong`` chooses: ``"error"``;
@@ -166,7 +169,8 @@ def encode(
     """Embed texts with a medeir encoder.
 
     Args:
-        model: the encoder; it stays on whatever device it is on.
+        model: the encoder (a ``MedeirModel`` or an ``OnnxEncoderModel``); it stays on
+            whatever device it is on.
         tokenizer: its tokenizer.
         texts: one string (returns shape ``(dim,)``) or a sequence of strings (``(n, dim)``).
         prompt: prepended to every text (e.g. ``"query: "``).
@@ -177,7 +181,7 @@ def encode(
         normalize: L2-normalise (after ``truncate_dim``).
         truncate_dim: keep the first ``truncate_dim`` dimensions (Matryoshka).
         overlong: ``"error"``, ``"truncate"`` (with a logged warning) or ``"chunk"``.
-        autocast_dtype: ``torch.float16``/``torch.bfloat16`` to run under autocast (GPU).
+        autocast_dtype: ``torch.bfloat16``/``torch.float16`` to run under autocast.
         show_progress: progress bar; ``None`` shows one for 256 texts or more.
 
     Returns:
@@ -206,7 +210,7 @@ def encode(
     attention_budget = model.config.blocked_attention_threshold // model.config.num_attention_heads
     batches = _batches_by_token_budget(lengths, max(batch_tokens, window), max_batch_size, attention_budget)
 
-    device = next(model.parameters()).device
+    device = model.device
     pad_id = tokenizer.pad_token_id
     pooled = torch.empty((len(sequences), dimension), dtype=torch.float32)
     if show_progress is None:

@@ -7,26 +7,39 @@ window, pooling, normalisation) so both paths give the same embeddings.
 
 Input checks happen before any weights are read: the model path (``MissingPathError``),
 the device (``resolve_device``: ``InvalidArgumentError`` for ``"bogus"`` or for ``"cuda"``
-without a GPU). API input is never altered silently: a text holding a lone surrogate
-(``"\\ud800"``, e.g. from a JSON escape) is refused with an ``InvalidTextError`` that names
-``texts[i]``; the document readers are the ones that replace such characters (with a
-warning naming file and line).
+without a GPU), the precision and backend (``medeir_rag.precision``: an unknown name, bf16 on
+a CPU without it, int8 off the CPU, a missing ONNX export). API input is never altered
+silently: a text holding a lone surrogate (``"\\ud800"``, e.g. from a JSON escape) is refused
+with an ``InvalidTextError`` that names ``texts[i]``; the document readers are the ones that
+replace such characters (with a warning naming file and line).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerFast
 
+from medeir_rag.configuration import MedeirConfig
 from medeir_rag.encode import OverlongPolicy, encode, validate_texts
 from medeir_rag.errors import InvalidArgumentError, check_text
 from medeir_rag.loading import quiet_loading
 from medeir_rag.model_files import ModelFileError, check_transformer_dir, read_json, resolve_model_path
 from medeir_rag.modeling import MedeirModel
+from medeir_rag.precision import (
+    autocast_dtype,
+    check_device,
+    check_options,
+    default_device_for,
+    quantize_int8,
+)
+
+if TYPE_CHECKING:
+    from medeir_rag.onnx_backend import OnnxEncoderModel
 
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus", "text")
 
@@ -74,9 +87,17 @@ class MedeirEncoder:
         model_name_or_path: a sentence-transformers directory, ``hf:org/name`` for a hub model,
             or ``None`` for the model bundled with the package.
         device: ``"cpu"``, ``"cuda"``, ...; defaults to CUDA when available (checked before
-            the model loads, see ``resolve_device``).
-        dtype: ``"float32"`` (default), ``"float16"`` or ``"bfloat16"``; half precision runs
-            under autocast and is meant for GPUs.
+            the model loads, see ``resolve_device``), but to the CPU for ``precision="int8"``
+            and for ``backend="onnx"`` without onnxruntime-gpu.
+        precision: ``"fp32"`` (default), ``"bf16"`` (autocast; CPUs with oneDNN bf16 and GPUs),
+            ``"fp16"`` (autocast, for GPUs) or ``"int8"`` (dynamic quantisation of the Linear
+            layers, CPU; with ``backend="onnx"`` the exported int8 graph). See ``medeir_rag.precision``.
+        backend: ``"torch"`` (default) or ``"onnx"``: ONNX Runtime on the graph that
+            ``medeir export --onnx`` wrote to ``<model>/onnx/`` (or to ``onnx_path``).
+        onnx_path: an ``.onnx`` file, or a folder holding ``model.onnx``/``model_int8.onnx``
+            (``backend="onnx"`` only; default ``<model>/onnx``).
+        dtype: deprecated spelling of ``precision`` (``"float32"``/``"float16"``/``"bfloat16"``
+            are ``"fp32"``/``"fp16"``/``"bf16"``); warns.
         truncate_dim: Matryoshka dimension for every call (overridable per call).
         overlong: policy for inputs over the window: ``"error"``, ``"truncate"``, ``"chunk"``.
         batch_tokens: padded tokens per forward pass.
@@ -87,14 +108,21 @@ class MedeirEncoder:
         model_name_or_path: str | os.PathLike[str] | None = None,
         *,
         device: str | None = None,
-        dtype: str = "float32",
+        precision: str = "fp32",
+        backend: str = "torch",
+        onnx_path: str | os.PathLike[str] | None = None,
+        dtype: str | None = None,
         truncate_dim: int | None = None,
         overlong: OverlongPolicy = "truncate",
         batch_tokens: int = 16384,
     ) -> None:
-        if dtype not in ("float32", "float16", "bfloat16"):
-            raise InvalidArgumentError(f"dtype must be 'float32', 'float16' or 'bfloat16', got {dtype!r}")
-        self.device = resolve_device(device)
+        precision = check_options(precision, backend, dtype=dtype, owner="MedeirEncoder")
+        if onnx_path is not None and backend != "onnx":
+            raise InvalidArgumentError(f"onnx_path is only used with backend='onnx', got backend={backend!r}")
+        self.device = resolve_device(device) if device is not None else default_device_for(precision, backend)
+        check_device(precision, backend, self.device)
+        self.precision = precision
+        self.backend = backend
         self.path = resolve_model_path(model_name_or_path)
         modules = read_json(self.path / "modules.json")
         transformer_dir = self.path / next(m["path"] for m in modules if m["type"].endswith("Transformer"))
@@ -111,10 +139,21 @@ class MedeirEncoder:
             if not is_mean or not pooling.get("include_prompt", True):
                 raise ModelFileError(f"{pooling_dirs[0] / 'config.json'}: only mean pooling over all tokens is supported")
 
-        self.autocast_dtype = {"float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+        self.autocast_dtype = autocast_dtype(precision) if backend == "torch" else None
+        if backend == "onnx":
+            from medeir_rag.onnx_backend import OnnxEncoderModel, onnx_file, providers_for
+
+            graph = onnx_file(self.path, precision, onnx_path)  # before anything loads: a missing export
+            providers_for(self.device)
         self.tokenizer = PreTrainedTokenizerFast.from_pretrained(str(transformer_dir))
-        with quiet_loading():  # no "Loading weights" bar (see medeir_rag.loading)
-            self.model = MedeirModel.from_pretrained(str(transformer_dir), use_safetensors=True).to(self.device).eval()
+        self.model: MedeirModel | OnnxEncoderModel
+        if backend == "onnx":
+            config = MedeirConfig.from_pretrained(str(transformer_dir))
+            self.model = OnnxEncoderModel(graph, config, self.device)
+        else:
+            with quiet_loading():  # no "Loading weights" bar (see medeir_rag.loading)
+                model = MedeirModel.from_pretrained(str(transformer_dir), use_safetensors=True).to(self.device).eval()
+            self.model = quantize_int8(model) if precision == "int8" else model
         # ST omits max_seq_length when it equals the tokenizer's model_max_length
         window = window or self.tokenizer.model_max_length
         self.max_length = min(window, self.model.config.max_position_embeddings)
@@ -183,5 +222,6 @@ class MedeirEncoder:
         return len(self.tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])
 
     def __repr__(self) -> str:
-        return f"MedeirEncoder(path={str(self.path)!r}, device={str(self.device)!r}, dim={self.embedding_dimension})"
+        return (f"MedeirEncoder(path={str(self.path)!r}, device={str(self.device)!r}, precision={self.precision!r}, "
+                f"backend={self.backend!r}, dim={self.embedding_dimension})")
 

@@ -129,7 +129,7 @@ def _load_model(args: argparse.Namespace) -> DenseModel:
                                          device=args.device)
     try:
         return load_medeir(args.model, device=args.device, truncate_dim=args.truncate_dim,
-                           batch_tokens=args.batch_tokens)
+                           batch_tokens=args.batch_tokens, precision=args.precision, backend=args.backend)
     except FileNotFoundError as error:
         raise Skip(f"model not found: {error}") from error
 
@@ -340,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Snowball stemming for word BM25 (auto: when PyStemmer is installed)")
     parser.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka dimension for our model")
     parser.add_argument("--batch-tokens", type=int, default=16384, help="padded tokens per forward pass (our model)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16", "int8"), default="fp32",
+                        help="our model's inference precision (default fp32; see medeir_rag.precision)")
+    parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                        help="our model's runtime (default torch; onnx needs `medeir export --onnx` first)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     # Output
     parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR,

@@ -5,6 +5,12 @@ backbone is ``model_type="medeir"`` (registered when ``medeir_rag`` is imported)
 loads with ``trust_remote_code=False``. ``None`` means the reranker bundled with the
 package (``medeir_rag/assets/medeir-small-reranker``); none ships today, so asking for it
 is an error that names the argument to pass instead.
+
+``precision`` and ``backend`` mean what they mean for ``MedeirEncoder`` (``medeir_rag.precision``):
+``int8`` quantises the cross-encoder's Linear layers (CPU), ``bf16``/``fp16`` run ``predict``
+under autocast, and ``backend="onnx"`` swaps the transformers model inside the ``CrossEncoder``
+for the graph ``medeir export --onnx`` wrote (``onnx/model.onnx`` or ``onnx/model_int8.onnx``):
+tokenisation, length sorting and the activation stay sentence-transformers' own.
 """
 
 from __future__ import annotations
@@ -41,8 +47,12 @@ class MedeirReranker:
         model_name_or_path: a CrossEncoder directory, ``hf:org/name`` for a hub model, or ``None``
             for the bundled reranker (``FileNotFoundError`` when none is installed, as today).
         device: ``"cpu"``, ``"cuda"``, ...; defaults to CUDA when available (checked before
-            the model loads).
+            the model loads), but to the CPU for ``int8`` and for ``onnx`` without onnxruntime-gpu.
         max_length: pair window in tokens; defaults to the one saved with the model.
+        precision: ``"fp32"`` (default), ``"bf16"``, ``"fp16"`` or ``"int8"``.
+        backend: ``"torch"`` (default) or ``"onnx"``.
+        onnx_path: an ``.onnx`` file or a folder with the exported files (``backend="onnx"``;
+            default ``<model>/onnx``).
     """
 
     def __init__(
@@ -51,19 +61,50 @@ class MedeirReranker:
         *,
         device: str | None = None,
         max_length: int | None = None,
+        precision: str = "fp32",
+        backend: str = "torch",
+        onnx_path: str | os.PathLike[str] | None = None,
     ) -> None:
         from sentence_transformers import CrossEncoder
 
         import medeir_rag  # noqa: F401  (registers the medeir model type)
         from medeir_rag.encoder import resolve_device
+        from medeir_rag.errors import InvalidArgumentError
         from medeir_rag.loading import quiet_loading
+        from medeir_rag.precision import (
+            autocast_dtype,
+            check_device,
+            check_options,
+            default_device_for,
+            quantize_int8,
+        )
 
+        self.precision = check_options(precision, backend, owner="MedeirReranker")
+        self.backend = backend
+        if onnx_path is not None and backend != "onnx":
+            raise InvalidArgumentError(f"onnx_path is only used with backend='onnx', got backend={backend!r}")
         if bundled_reranker_missing(model_name_or_path):
             raise no_bundled_reranker("model_name_or_path=<path to a CrossEncoder folder>")
-        self.device = str(resolve_device(device))
+        resolved = resolve_device(device) if device is not None else default_device_for(self.precision, backend)
+        check_device(self.precision, backend, resolved)
+        self.device = str(resolved)
         self.path: Path = resolve_model_path(model_name_or_path, default=DEFAULT_RERANKER_NAME)
+        graph = None
+        if backend == "onnx":
+            from medeir_rag.onnx_backend import OnnxSequenceClassifier, onnx_file, providers_for
+
+            graph = onnx_file(self.path, self.precision, onnx_path)  # before anything loads
+            providers_for(resolved)
         with quiet_loading():
             self.model = CrossEncoder(str(self.path), device=self.device, max_length=max_length, trust_remote_code=False)
+        self._autocast = autocast_dtype(self.precision) if backend == "torch" else None
+        if graph is not None:
+            from sentence_transformers.base.modules import Transformer
+
+            transformer = next(m for m in self.model.modules() if isinstance(m, Transformer))
+            transformer.model = OnnxSequenceClassifier(graph, self.model.model.config, resolved)
+        elif self.precision == "int8":
+            quantize_int8(self.model.model)
 
     @property
     def name(self) -> str:
@@ -87,11 +128,14 @@ class MedeirReranker:
         if not passages:
             return np.zeros(0, dtype=np.float32)
         activation = torch.nn.Sigmoid() if scale_score else torch.nn.Identity()
-        scores = self.model.predict(
-            [(query, p) for p in passages], batch_size=batch_size, activation_fn=activation,
-            convert_to_numpy=True, show_progress_bar=False,
-        )
+        device_type = torch.device(self.device).type
+        with torch.autocast(device_type, dtype=self._autocast, enabled=self._autocast is not None):
+            scores = self.model.predict(
+                [(query, p) for p in passages], batch_size=batch_size, activation_fn=activation,
+                convert_to_numpy=True, show_progress_bar=False,
+            )
         return np.asarray(scores, dtype=np.float32).reshape(-1)
 
     def __repr__(self) -> str:
-        return f"MedeirReranker(path={str(self.path)!r}, device={self.device!r})"
+        return (f"MedeirReranker(path={str(self.path)!r}, device={self.device!r}, precision={self.precision!r}, "
+                f"backend={self.backend!r})")

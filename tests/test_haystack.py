@@ -38,7 +38,8 @@ class TestMedeirTextEmbedder:
         embedder = MedeirTextEmbedder(device=ComponentDevice.from_str("cpu"))
         assert (embedder.model, embedder.prefix, embedder.suffix, embedder.batch_size) == ("medeir-small", "", "", 32)
         assert embedder.progress_bar and not embedder.normalize_embeddings
-        assert (embedder.truncate_dim, embedder.prompt_name, embedder.dtype, embedder.overlong) == (None, "query", "float32", "truncate")
+        assert (embedder.truncate_dim, embedder.prompt_name, embedder.overlong) == (None, "query", "truncate")
+        assert (embedder.precision, embedder.backend) == ("fp32", "torch")
         assert embedder.encoder is None  # nothing is loaded before warm_up
         with pytest.raises(TypeError):
             MedeirTextEmbedder("positional-model")
@@ -54,7 +55,7 @@ class TestMedeirTextEmbedder:
             "init_parameters": {
                 "model": str(tiny_model_dir), "device": CPU, "prefix": "Q ", "suffix": " ?", "batch_size": 4,
                 "progress_bar": False, "normalize_embeddings": True, "truncate_dim": 16, "prompt_name": "query",
-                "dtype": "float32", "overlong": "truncate",
+                "precision": "fp32", "backend": "torch", "overlong": "truncate",
             },
         }
         again = MedeirTextEmbedder.from_dict(data)
@@ -88,7 +89,7 @@ class TestMedeirDocumentEmbedder:
             "init_parameters": {
                 "model": "medeir-small", "device": CPU, "prefix": "", "suffix": "", "batch_size": 32,
                 "progress_bar": True, "normalize_embeddings": False, "truncate_dim": None, "prompt_name": "document",
-                "dtype": "float32", "overlong": "truncate", "meta_fields_to_embed": ["title"],
+                "precision": "fp32", "backend": "torch", "overlong": "truncate", "meta_fields_to_embed": ["title"],
                 "embedding_separator": " | ",
             },
         }
@@ -146,6 +147,7 @@ class TestMedeirSimilarityRanker:
                 "model": "medeir-small-reranker", "device": CPU, "top_k": 3, "query_prefix": "", "query_suffix": "",
                 "document_prefix": "", "document_suffix": "", "meta_fields_to_embed": [], "embedding_separator": "\n",
                 "scale_score": True, "score_threshold": 0.1, "batch_size": 16, "max_length": None,
+                "precision": "fp32", "backend": "torch",
             },
         }
         assert MedeirSimilarityRanker.from_dict(data).to_dict() == data

@@ -2,7 +2,8 @@
 
 The Haystack text and document embedders of one pipeline (and LlamaIndex's embed model,
 splitter and reranker) load the same directories; the cache gives them one copy each,
-like sentence-transformers-haystack's backend factory. Per-call options (prompts,
+like sentence-transformers-haystack's backend factory; the key holds the precision and
+backend too (an int8 and an fp32 component get a model each). Per-call options (prompts,
 ``truncate_dim``, normalisation, the overlong policy) are never stored on a cached model.
 """
 
@@ -12,13 +13,14 @@ import os
 import threading
 
 from medeir_rag.chunking import TokenWindow, load_token_window
-from medeir_rag.encoder import MedeirEncoder, default_device
+from medeir_rag.encoder import MedeirEncoder
 from medeir_rag.model_files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME, resolve_model_path
+from medeir_rag.precision import check_options, default_device_for
 from medeir_rag.rerank import MedeirReranker, bundled_reranker_missing, no_bundled_reranker
 
 _lock = threading.Lock()
-_encoders: dict[tuple[str, str, str], MedeirEncoder] = {}
-_rerankers: dict[tuple[str, str, int | None], MedeirReranker] = {}
+_encoders: dict[tuple[str, str, str, str], MedeirEncoder] = {}
+_rerankers: dict[tuple[str, str, int | None, str, str], MedeirReranker] = {}
 _windows: dict[str, TokenWindow] = {}
 
 
@@ -26,29 +28,41 @@ def _key(model: str | os.PathLike[str] | None, default: str) -> str:
     return str(resolve_model_path(model, default=default).resolve())
 
 
-def get_encoder(model: str | os.PathLike[str] | None, device: str | None = None, dtype: str = "float32") -> MedeirEncoder:
-    """A shared ``MedeirEncoder`` for ``(model, device, dtype)``; ``None`` is the bundled model."""
-    key = (_key(model, DEFAULT_MODEL_NAME), device or default_device(), dtype)
+def _device(device: str | None, precision: str, backend: str) -> str:
+    return device or str(default_device_for(precision, backend))
+
+
+def get_encoder(
+    model: str | os.PathLike[str] | None, device: str | None = None, *, precision: str = "fp32",
+    backend: str = "torch",
+) -> MedeirEncoder:
+    """A shared ``MedeirEncoder`` for ``(model, device, precision, backend)``; ``None`` is the bundled model."""
+    check_options(precision, backend)
+    key = (_key(model, DEFAULT_MODEL_NAME), _device(device, precision, backend), precision, backend)
     with _lock:
         if key not in _encoders:
-            _encoders[key] = MedeirEncoder(key[0], device=key[1], dtype=dtype)
+            _encoders[key] = MedeirEncoder(key[0], device=key[1], precision=precision, backend=backend)
         return _encoders[key]
 
 
 def get_reranker(
-    model: str | os.PathLike[str] | None, device: str | None = None, max_length: int | None = None
+    model: str | os.PathLike[str] | None, device: str | None = None, max_length: int | None = None, *,
+    precision: str = "fp32", backend: str = "torch",
 ) -> MedeirReranker:
     """A shared ``MedeirReranker``; ``None`` is the bundled reranker.
 
     Raises ``FileNotFoundError`` naming the ``model`` argument when the bundled reranker is
     asked for (``None`` or its name) and none is installed.
     """
+    check_options(precision, backend, owner="MedeirReranker")
     if bundled_reranker_missing(model):
         raise no_bundled_reranker("model=<path to a CrossEncoder folder>")
-    key = (_key(model, DEFAULT_RERANKER_NAME), device or default_device(), max_length)
+    key = (_key(model, DEFAULT_RERANKER_NAME), _device(device, precision, backend), max_length, precision, backend)
     with _lock:
         if key not in _rerankers:
-            _rerankers[key] = MedeirReranker(key[0], device=key[1], max_length=max_length)
+            _rerankers[key] = MedeirReranker(
+                key[0], device=key[1], max_length=max_length, precision=precision, backend=backend
+            )
         return _rerankers[key]
 
 

@@ -34,6 +34,10 @@ Design choices:
 - The model's saved prompts are applied by name: ``prompt_name="query"`` for the text
   embedder, ``"document"`` for the document embedder (``None`` turns them off); ``prefix``
   and ``suffix`` are added around the text as in the ST components.
+- ``precision`` (``"fp32"``, ``"bf16"``, ``"fp16"``, ``"int8"``) and ``backend`` (``"torch"``,
+  ``"onnx"``) are ``MedeirEncoder``'s/``MedeirReranker``'s (``medeir_rag.precision``). The old
+  ``dtype`` argument still loads (an older pipeline file has it): it warns and becomes
+  ``precision``; ``to_dict`` writes ``precision`` and ``backend``, no ``dtype``.
 - ``normalize_embeddings=False`` keeps the model's own setting (medeir models normalise);
   ``True`` forces L2 normalisation.
 - Documents are never mutated: outputs are ``dataclasses.replace`` copies.
@@ -74,6 +78,7 @@ from medeir_rag.chunking import DEFAULT_BOUNDARY_FRACTION, chunk_text, count_tok
 from medeir_rag.encode import OVERLONG_POLICIES
 from medeir_rag.integrations._shared import get_encoder, get_reranker, get_token_window
 from medeir_rag.model_files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME
+from medeir_rag.precision import check_options
 
 if os.environ["HAYSTACK_TELEMETRY_ENABLED"].lower() not in ("true", "1"):
     # not opted in, but haystack was imported before this module and made its client already
@@ -83,7 +88,9 @@ if os.environ["HAYSTACK_TELEMETRY_ENABLED"].lower() not in ("true", "1"):
 
 logger = logging.getLogger(__name__)
 
-Dtype = Literal["float32", "float16", "bfloat16"]
+Dtype = Literal["float32", "float16", "bfloat16"]  # deprecated: Precision
+Precision = Literal["fp32", "bf16", "fp16", "int8"]
+Backend = Literal["torch", "onnx"]
 Overlong = Literal["truncate", "chunk", "error"]
 
 
@@ -125,10 +132,14 @@ class _EmbedderBase:
         normalize_embeddings: bool,
         truncate_dim: int | None,
         prompt_name: str | None,
-        dtype: Dtype,
+        precision: Precision,
+        backend: Backend,
+        dtype: Dtype | None,
         overlong: Overlong,
+        owner: str,
     ) -> None:
         _check_common(batch_size, truncate_dim, overlong)
+        precision = check_options(precision, backend, dtype=dtype, owner=owner)
         self.model = str(model)
         self.device = ComponentDevice.resolve_device(device)
         self.prefix = prefix
@@ -138,7 +149,8 @@ class _EmbedderBase:
         self.normalize_embeddings = normalize_embeddings
         self.truncate_dim = truncate_dim
         self.prompt_name = prompt_name
-        self.dtype = dtype
+        self.precision = precision
+        self.backend = backend
         self.overlong = overlong
         self.encoder = None
         self._prompt = ""
@@ -151,7 +163,7 @@ class _EmbedderBase:
         """Load the model (shared with other components that use the same one)."""
         if self.encoder is not None:
             return
-        encoder = get_encoder(self.model, self.device.to_torch_str(), self.dtype)
+        encoder = get_encoder(self.model, self.device.to_torch_str(), precision=self.precision, backend=self.backend)
         if self.prompt_name is None:
             prompt = ""
         elif self.prompt_name in encoder.prompts:
@@ -196,7 +208,8 @@ class _EmbedderBase:
             "normalize_embeddings": self.normalize_embeddings,
             "truncate_dim": self.truncate_dim,
             "prompt_name": self.prompt_name,
-            "dtype": self.dtype,
+            "precision": self.precision,
+            "backend": self.backend,
             "overlong": self.overlong,
         }
 
@@ -232,7 +245,9 @@ class MedeirTextEmbedder(_EmbedderBase):
         normalize_embeddings: bool = False,
         truncate_dim: int | None = None,
         prompt_name: str | None = "query",
-        dtype: Dtype = "float32",
+        precision: Precision = "fp32",
+        backend: Backend = "torch",
+        dtype: Dtype | None = None,
         overlong: Overlong = "truncate",
     ) -> None:
         """
@@ -249,14 +264,17 @@ class MedeirTextEmbedder(_EmbedderBase):
         :param normalize_embeddings: force L2 normalisation (`False` keeps the model's setting).
         :param truncate_dim: Matryoshka dimension; `None` keeps the full vector.
         :param prompt_name: the saved prompt to prepend (`"query"`); `None` for none.
-        :param dtype: `"float32"`, `"float16"` or `"bfloat16"` (half precision is for GPUs).
+        :param precision: `"fp32"` (default), `"bf16"`, `"fp16"` (GPUs) or `"int8"` (see `medeir_rag.precision`).
+        :param backend: `"torch"` (default) or `"onnx"` (the model folder's `onnx/` export, from `medeir export --onnx`).
+        :param dtype: deprecated spelling of `precision` (`"float32"`, `"float16"`, `"bfloat16"`); warns.
         :param overlong: text over the model window: `"truncate"` (with a warning), `"chunk"` or `"error"`.
         """
         # the @component decorator rebuilds the class, so zero-argument super() cannot be used
         _EmbedderBase.__init__(
             self, model=model, device=device, prefix=prefix, suffix=suffix, batch_size=batch_size,
             progress_bar=progress_bar, normalize_embeddings=normalize_embeddings, truncate_dim=truncate_dim,
-            prompt_name=prompt_name, dtype=dtype, overlong=overlong,
+            prompt_name=prompt_name, precision=precision, backend=backend, dtype=dtype, overlong=overlong,
+            owner="MedeirTextEmbedder",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -327,7 +345,9 @@ class MedeirDocumentEmbedder(_EmbedderBase):
         embedding_separator: str = "\n",
         truncate_dim: int | None = None,
         prompt_name: str | None = "document",
-        dtype: Dtype = "float32",
+        precision: Precision = "fp32",
+        backend: Backend = "torch",
+        dtype: Dtype | None = None,
         overlong: Overlong = "truncate",
     ) -> None:
         """
@@ -346,14 +366,17 @@ class MedeirDocumentEmbedder(_EmbedderBase):
         :param embedding_separator: separator between those fields and the content.
         :param truncate_dim: Matryoshka dimension; `None` keeps the full vector.
         :param prompt_name: the saved prompt to prepend (`"document"`); `None` for none.
-        :param dtype: `"float32"`, `"float16"` or `"bfloat16"` (half precision is for GPUs).
+        :param precision: `"fp32"` (default), `"bf16"`, `"fp16"` (GPUs) or `"int8"` (see `medeir_rag.precision`).
+        :param backend: `"torch"` (default) or `"onnx"` (the model folder's `onnx/` export, from `medeir export --onnx`).
+        :param dtype: deprecated spelling of `precision` (`"float32"`, `"float16"`, `"bfloat16"`); warns.
         :param overlong: documents over the model window: `"truncate"` (with a warning), `"chunk"` or `"error"`.
         """
         # the @component decorator rebuilds the class, so zero-argument super() cannot be used
         _EmbedderBase.__init__(
             self, model=model, device=device, prefix=prefix, suffix=suffix, batch_size=batch_size,
             progress_bar=progress_bar, normalize_embeddings=normalize_embeddings, truncate_dim=truncate_dim,
-            prompt_name=prompt_name, dtype=dtype, overlong=overlong,
+            prompt_name=prompt_name, precision=precision, backend=backend, dtype=dtype, overlong=overlong,
+            owner="MedeirDocumentEmbedder",
         )
         self.meta_fields_to_embed = meta_fields_to_embed or []
         self.embedding_separator = embedding_separator
@@ -448,6 +471,8 @@ class MedeirSimilarityRanker:
         score_threshold: float | None = None,
         batch_size: int = 16,
         max_length: int | None = None,
+        precision: Precision = "fp32",
+        backend: Backend = "torch",
     ) -> None:
         """
         Create a MedeirSimilarityRanker.
@@ -467,7 +492,9 @@ class MedeirSimilarityRanker:
         :param score_threshold: drop Documents scoring below this.
         :param batch_size: pairs per forward pass.
         :param max_length: pair window in tokens (default: the one saved with the model).
-        :raises ValueError: if `top_k` is not > 0.
+        :param precision: `"fp32"` (default), `"bf16"`, `"fp16"` (GPUs) or `"int8"`.
+        :param backend: `"torch"` (default) or `"onnx"` (the reranker folder's `onnx/` export).
+        :raises ValueError: if `top_k` is not > 0, or `precision`/`backend` is not one of the names above.
         """
         if top_k <= 0:
             raise ValueError(f"top_k must be > 0, but got {top_k}")
@@ -486,6 +513,8 @@ class MedeirSimilarityRanker:
         self.score_threshold = score_threshold
         self.batch_size = batch_size
         self.max_length = max_length
+        self.precision = check_options(precision, backend, owner="MedeirSimilarityRanker")
+        self.backend = backend
         self.reranker = None
 
     def _get_telemetry_data(self) -> dict[str, Any]:
@@ -495,7 +524,9 @@ class MedeirSimilarityRanker:
     def warm_up(self) -> None:
         """Load the cross-encoder."""
         if self.reranker is None:
-            self.reranker = get_reranker(self.model, self.device.to_torch_str(), self.max_length)
+            self.reranker = get_reranker(
+                self.model, self.device.to_torch_str(), self.max_length, precision=self.precision, backend=self.backend
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """
@@ -518,6 +549,8 @@ class MedeirSimilarityRanker:
             score_threshold=self.score_threshold,
             batch_size=self.batch_size,
             max_length=self.max_length,
+            precision=self.precision,
+            backend=self.backend,
         )
 
     @classmethod

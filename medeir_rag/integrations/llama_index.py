@@ -54,6 +54,7 @@ from medeir_rag.encode import OVERLONG_POLICIES, encode
 from medeir_rag.errors import check_text
 from medeir_rag.integrations._shared import get_encoder, get_reranker, get_token_window
 from medeir_rag.model_files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME
+from medeir_rag.precision import check_options
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
@@ -80,7 +81,12 @@ class MedeirEmbedding(BaseEmbedding):
         device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
         show_progress_bar: progress bar inside each call.
         truncate_dim: Matryoshka dimension.
-        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"`` (half precision is for GPUs).
+        precision: ``"fp32"`` (default), ``"bf16"``, ``"fp16"`` (GPUs) or ``"int8"`` (see
+            ``medeir_rag.precision``).
+        backend: ``"torch"`` (default) or ``"onnx"`` (the model folder's ``onnx/`` export,
+            written by ``medeir export --onnx``).
+        dtype: deprecated spelling of ``precision`` (``"float32"``, ``"float16"``, ``"bfloat16"``);
+            warns, and is stored as ``precision``.
         overlong: inputs over the window: ``"truncate"`` (warns), ``"chunk"`` or ``"error"``.
     """
 
@@ -91,7 +97,9 @@ class MedeirEmbedding(BaseEmbedding):
     normalize: bool = Field(default=True, description="L2-normalise embeddings.")
     truncate_dim: int | None = Field(default=None, gt=0, description="Matryoshka dimension.")
     device: str = Field(default="cpu", description="Torch device.")
-    dtype: str = Field(default="float32", description="float32, float16 or bfloat16.")
+    precision: str = Field(default="fp32", description="fp32, bf16, fp16 or int8.")
+    backend: str = Field(default="torch", description="torch or onnx.")
+    dtype: str | None = Field(default=None, description="Deprecated: use precision.")
     show_progress_bar: bool = Field(default=False, description="Show a progress bar.")
     overlong: str = Field(default="truncate", description="truncate, chunk or error.")
     _encoder: Any = PrivateAttr()
@@ -108,13 +116,16 @@ class MedeirEmbedding(BaseEmbedding):
         callback_manager: CallbackManager | None = None,
         show_progress_bar: bool = False,
         truncate_dim: int | None = None,
-        dtype: str = "float32",
+        dtype: str | None = None,
         overlong: str = "truncate",
+        precision: str = "fp32",
+        backend: str = "torch",
         **kwargs: Any,
     ) -> None:
         if overlong not in OVERLONG_POLICIES:
             raise ValueError(f"overlong must be one of {OVERLONG_POLICIES}, got {overlong!r}")
-        encoder = get_encoder(model_name, device, dtype)
+        precision = check_options(precision, backend, dtype=dtype, owner="MedeirEmbedding")
+        encoder = get_encoder(model_name, device, precision=precision, backend=backend)
         hidden = encoder.model.config.hidden_size
         if truncate_dim is not None and not 0 < truncate_dim <= hidden:
             raise ValueError(f"truncate_dim must be in 1..{hidden}, got {truncate_dim}")
@@ -130,7 +141,8 @@ class MedeirEmbedding(BaseEmbedding):
             normalize=normalize,
             embed_batch_size=embed_batch_size,
             device=str(encoder.device),
-            dtype=dtype,
+            precision=precision,
+            backend=backend,
             callback_manager=callback_manager,
             show_progress_bar=show_progress_bar,
             truncate_dim=truncate_dim,
@@ -304,6 +316,8 @@ class MedeirRerank(BaseNodePostprocessor):
         keep_retrieval_score: copy each node's retrieval score to ``metadata["retrieval_score"]``.
         batch_size: pairs per forward pass.
         max_length: pair window in tokens; default the one saved with the reranker.
+        precision: ``"fp32"`` (default), ``"bf16"``, ``"fp16"`` or ``"int8"``.
+        backend: ``"torch"`` (default) or ``"onnx"`` (the reranker folder's ``onnx/`` export).
     """
 
     model: str = Field(default=DEFAULT_RERANKER_NAME, description="Cross-encoder directory or hub id.")
@@ -312,6 +326,8 @@ class MedeirRerank(BaseNodePostprocessor):
     keep_retrieval_score: bool = Field(default=False, description="Keep the retrieval score in metadata.")
     batch_size: int = Field(default=16, gt=0)
     max_length: int | None = Field(default=None, gt=2)
+    precision: str = Field(default="fp32", description="fp32, bf16, fp16 or int8.")
+    backend: str = Field(default="torch", description="torch or onnx.")
     _reranker: Any = PrivateAttr()
 
     def __init__(
@@ -323,8 +339,11 @@ class MedeirRerank(BaseNodePostprocessor):
         batch_size: int = 16,
         max_length: int | None = None,
         callback_manager: CallbackManager | None = None,
+        precision: str = "fp32",
+        backend: str = "torch",
     ) -> None:
-        reranker = get_reranker(model, device, max_length)
+        precision = check_options(precision, backend, owner="MedeirRerank")
+        reranker = get_reranker(model, device, max_length, precision=precision, backend=backend)
         super().__init__(
             top_n=top_n,
             model=str(model) if model is not None else DEFAULT_RERANKER_NAME,
@@ -332,6 +351,8 @@ class MedeirRerank(BaseNodePostprocessor):
             keep_retrieval_score=keep_retrieval_score,
             batch_size=batch_size,
             max_length=max_length,
+            precision=precision,
+            backend=backend,
             callback_manager=callback_manager or CallbackManager([]),
         )
         self._reranker = reranker
