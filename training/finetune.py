@@ -82,8 +82,8 @@ from .pairs import (
     mine_hard_negatives,
     mrr_at_k,
 )
-from .teacher import cached_teacher_embeddings
 from .plots import plot_curves
+from .teacher import cached_teacher_embeddings
 
 FINAL_DIR = "final"
 INIT_DIR = "init"
