@@ -466,7 +466,7 @@ def train(config: DistillConfig) -> dict[str, Any]:
     rows = [json.loads(line) for line in run.metrics_file.read_text().splitlines() if line.strip()]
     plot_curves(rows, out / "loss_curve.png", [["loss", "val_loss"], ["cos_loss", "val_cos_loss"],
                                                ["kl_loss", "val_kl_loss"], ["lr"]],
-                title=f"embedding distillation ({config.model.preset})", smooth=("loss", "cos_loss", "kl_loss"))
+                title=f"embedding distillation ({encoder.config.num_hidden_layers} x {encoder.config.hidden_size})", smooth=("loss", "cos_loss", "kl_loss"))
     first_val = next((r for r in rows if "val_loss" in r), {})
     summary = {
         "stage": "distill",
