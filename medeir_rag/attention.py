@@ -90,7 +90,8 @@ def is_exporting() -> bool:
     The traced graph must not branch on tensor values or shapes: ``auto`` then resolves to
     ``sdpa`` and the padding bias is always added (``medeir export --onnx``).
     """
-    return torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export()
+    exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5; copies in saved folders run on older ones
+    return bool(exporting and exporting()) or torch.onnx.is_in_onnx_export()
 
 
 @lru_cache(maxsize=1)

@@ -122,8 +122,13 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 quantisation of every ``nn.Linear`` of ``model``, in place (CPU); returns ``model``."""
     with warnings.catch_warnings():  # torch.ao.quantization is deprecated upstream (torchao), still in 2.13
         warnings.simplefilter("ignore")
-        from torch.ao.quantization import quantize_dynamic
-
+        try:
+            from torch.ao.quantization import quantize_dynamic
+        except ImportError as error:
+            raise InvalidArgumentError(
+                f"precision='int8' needs torch.ao.quantization.quantize_dynamic, which torch {torch.__version__} "
+                "lacks; use backend='onnx' with precision='int8' (medeir export --onnx)"
+            ) from error
         return quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
