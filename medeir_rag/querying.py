@@ -14,6 +14,9 @@ warning. Reranking is off by default. With ``--reranker PATH`` (or ``--rerank PA
 its probability; otherwise the score is the retrieval score of the mode (cosine, BM25, or
 the fused score in [0, 1]). ``--rerank`` without a PATH means the bundled reranker; none is
 shipped today, so that is a one-line error asking for ``--reranker PATH``.
+
+Retrieval and reranking are one library call, ``MedeirVectorStore.search(..., reranker=...,
+rerank_top_k=...)``, the call ``medeir evaluate`` scores; this module only parses and prints.
 """
 
 from __future__ import annotations
@@ -86,7 +89,6 @@ def _run(argv: Sequence[str] | None) -> int:
     model_dir = resolve_model_path(args.model)
     resolve_device(args.device)
     backend = open_existing(args.collection, args.qdrant_path, args.qdrant_url, args.qdrant_api_key)
-    candidates = args.candidates or max(4 * args.top_k, 20)
     try:
         reranker = None
         if args.rerank is not None:
@@ -97,19 +99,12 @@ def _run(argv: Sequence[str] | None) -> int:
             reranker = MedeirReranker(None if args.rerank == BUNDLED else args.rerank, device=args.device)
         encoder = MedeirEncoder(model_dir, device=args.device)
         store = MedeirVectorStore(encoder, collection=args.collection, backend=backend)
-        hits = store.search(
-            args.query, top_k=candidates if reranker else args.top_k, mode=args.mode, candidates=args.candidates
-        )
+        hits = store.search(args.query, top_k=args.top_k, mode=args.mode, candidates=args.candidates,
+                            reranker=reranker, rerank_top_k=args.candidates)
     finally:
         backend.close()
 
-    results = [{**hit.as_dict(), "retrieval_score": hit.score} for hit in hits]
-    if reranker is not None and results:
-        passages = [f"{r['title']}\n{r['text']}" if r["title"] else r["text"] for r in results]
-        for result, score in zip(results, reranker.score(args.query, passages), strict=True):
-            result["score"] = float(score)
-        results.sort(key=lambda r: -r["score"])
-    results = results[: args.top_k]
+    results = [hit.as_dict() for hit in hits]
     for rank, result in enumerate(results, start=1):
         result["rank"] = rank
 

@@ -20,6 +20,13 @@ Design choices:
   ``hybrid.json``). Both candidate lists (100 per side) come from one batch query and are
   fused here rather than by Qdrant's RRF, so search runs the very function that
   ``medeir evaluate`` scores, on Edge and on a server alike (``hybrid_search``).
+- **One retrieval path.** ``search(query, mode=..., top_k=..., reranker=..., rerank_top_k=...)``
+  is dense / sparse / hybrid retrieval, then (with a ``MedeirReranker``) the cross-encoder
+  rescoring of the ``rerank_top_k`` best hits on ``document_text(title, chunk)``.
+  ``medeir query`` only parses and prints around it; ``medeir evaluate`` indexes a BEIR
+  corpus into a temporary Edge store with ``index_embedded`` (the cached document
+  embeddings, sparse vectors from this module) and scores the hits of this same call;
+  ``medeir tune-hybrid`` fuses the ``candidate_lists`` that hybrid search fuses.
 - **Deterministic point ids**, ``uuid5(document id, chunk index)``, and a per-document
   ``doc_key`` (a hash of title, text and chunking settings) in each payload. Before a batch
   is embedded, its ids are fetched with ``retrieve``: a document whose every chunk is
@@ -61,6 +68,7 @@ from typing import Any, Literal
 
 from tqdm.auto import tqdm
 
+from medeir_rag.beir_data import document_text
 from medeir_rag.chunking import Chunk, TokenWindow, chunk_text, count_tokens
 from medeir_rag.documents import SourceDocument
 from medeir_rag.encoder import MedeirEncoder
@@ -92,6 +100,7 @@ logger = logging.getLogger(__name__)
 SearchMode = Literal["dense", "sparse", "hybrid"]
 SEARCH_MODES: tuple[str, ...] = ("dense", "sparse", "hybrid")
 HYBRID_CANDIDATES = 100  # per side, before fusion: the depth evaluate and tune-hybrid normalise over
+MIN_RERANK_CANDIDATES = 20  # default rerank depth: max(4 * top_k, 20)
 DEFAULT_COLLECTION = "medeir"
 METADATA_FORMAT = 1
 BM25_K1 = 1.2
@@ -115,13 +124,17 @@ __all__ = [
     "SearchHit",
     "ServerUnreachableError",
     "StorageLockedError",
+    "candidate_lists",
     "check_qdrant_path",
+    "default_rerank_depth",
+    "document_text",
     "hybrid_search",
     "open_backend",
     "open_existing",
     "point_id",
     "require_qdrant_client",
     "require_qdrant_edge",
+    "rerank_hits",
     "sparse_document_vectors",
     "sparse_query_vector",
 ]
@@ -264,7 +277,11 @@ class IndexStats:
 
 @dataclass
 class SearchHit:
-    """One retrieved chunk; ``text == document_text[start:end]``."""
+    """One retrieved chunk; ``text == document[start:end]``.
+
+    ``score`` is the retrieval score of the mode, or the reranker's probability when the
+    search reranked; ``retrieval_score`` is always the retrieval score.
+    """
 
     doc_id: str
     chunk_index: int
@@ -275,6 +292,7 @@ class SearchHit:
     end: int
     meta: dict[str, Any] = field(default_factory=dict)
     id: str = ""
+    retrieval_score: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -301,6 +319,33 @@ def _check_top_k(top_k: object) -> int:
 # Hybrid search (the store's own fusion, usable on any backend)
 
 
+def default_rerank_depth(top_k: int) -> int:
+    """Hits the reranker rescores when ``rerank_top_k`` is not given: ``max(4 * top_k, 20)``."""
+    return max(4 * top_k, MIN_RERANK_CANDIDATES)
+
+
+def candidate_lists(
+    backend: StoreBackend,
+    collection: str,
+    dense: Sequence[float],
+    sparse: tuple[Sequence[int], Sequence[float]],
+    *,
+    candidates: int = HYBRID_CANDIDATES,
+    query_filter: Any = None,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The dense and the sparse top ``candidates`` (``{point id: score}``), from one batch query.
+
+    These are the two lists ``hybrid_search`` fuses; ``medeir tune-hybrid`` fetches them once
+    per query and fuses them with every alpha of its grid.
+    """
+    requests = [VectorQuery(DENSE_VECTOR, list(dense), candidates, query_filter)]
+    if len(sparse[0]):
+        requests.append(VectorQuery(SPARSE_VECTOR, sparse, candidates, query_filter))
+    responses = backend.query(collection, requests)
+    sides = [{r.id: float(r.score) for r in response} for response in responses]
+    return sides[0], sides[1] if len(sides) > 1 else {}
+
+
 def hybrid_search(
     backend: StoreBackend,
     collection: str,
@@ -316,12 +361,9 @@ def hybrid_search(
 
     Both candidate lists come from one batch query; the fused ids' payloads are fetched after.
     """
-    requests = [VectorQuery(DENSE_VECTOR, list(dense), candidates, query_filter)]
-    if len(sparse[0]):
-        requests.append(VectorQuery(SPARSE_VECTOR, sparse, candidates, query_filter))
-    responses = backend.query(collection, requests)
-    sides = [{r.id: float(r.score) for r in response} for response in responses]
-    fused = convex_combination(sides[0], sides[1] if len(sides) > 1 else {}, alpha, top_k)
+    dense_side, sparse_side = candidate_lists(backend, collection, dense, sparse, candidates=candidates,
+                                              query_filter=query_filter)
+    fused = convex_combination(dense_side, sparse_side, alpha, top_k)
     records = {r.id: r for r in backend.retrieve(collection, list(fused), with_payload=True)}
     return [(records[i], score) for i, score in fused.items() if i in records]
 
@@ -521,7 +563,7 @@ class MedeirVectorStore:
             recreate: replace the collection by one holding exactly ``documents``: they are
                 indexed into a new collection, swapped in only when all are in; on any
                 error (or Ctrl-C) the new one is deleted and the old one is left as it was.
-            embed_title: embed ``title + "\\n" + chunk`` (the title's tokens count against
+            embed_title: embed ``document_text(title, chunk)``, i.e. ``title + " " + chunk`` (the title's tokens count against
                 ``chunk_size``; titles over a quarter of it are not embedded).
             show_progress: tqdm bar over documents, with chunks and points per second
                 (and an ETA when ``total`` is given).
@@ -657,7 +699,7 @@ class MedeirVectorStore:
         return _Pending(
             doc=doc,
             chunks=chunks,
-            embed_texts=[f"{title}\n{c.text}" if title else c.text for c in chunks],
+            embed_texts=[document_text(title, c.text) if title else c.text for c in chunks],
             key=hashlib.sha1(key_source.encode()).hexdigest()[:16],
             ids=[point_id(doc.id, c.index) for c in chunks],
         )
@@ -683,6 +725,11 @@ class MedeirVectorStore:
             return
         texts = [t for p in todo for t in p.embed_texts]
         dense = self.encoder.encode_document(texts, overlong="error", show_progress=False)
+        self._upsert(todo, dense, stats, batch_size)
+
+    def _upsert(self, todo: list[_Pending], dense: Any, stats: IndexStats, batch_size: int) -> None:
+        """Upsert the chunks of ``todo`` with their dense rows (in order) and their sparse vectors."""
+        texts = [t for p in todo for t in p.embed_texts]
         sparse = sparse_document_vectors(self.encoder.tokenizer, texts)
         points = []
         row = 0
@@ -708,6 +755,52 @@ class MedeirVectorStore:
         stats.indexed += len(todo)
         stats.chunks += len(points)
 
+    def index_embedded(
+        self,
+        documents: Sequence[SourceDocument],
+        dense: Any,
+        *,
+        batch_size: int = 256,
+        optimize: bool = True,
+    ) -> IndexStats:
+        """Store one point per document with its precomputed dense vector (row i for document i).
+
+        For benchmarks, whose document embeddings are already in the embedding cache
+        (``dense_models.embed`` of ``document_text(title, text)``): nothing is embedded again,
+        the sparse vectors and payloads are built by the same code as ``index`` (one chunk
+        covering the whole text; its ``embed_texts`` is ``document_text(title, text)``), so
+        ``search`` on this collection behaves as on one ``index`` built from unchunked documents.
+        """
+        import numpy as np
+
+        dense = np.asarray(dense, dtype=np.float32)
+        if dense.ndim != 2 or len(dense) != len(documents):
+            raise InvalidArgumentError(f"need one dense row per document: {len(documents)} documents, "
+                                       f"dense of shape {dense.shape}")
+        if len(documents) and dense.shape[1] != self.encoder.embedding_dimension:
+            raise InvalidArgumentError(f"dense rows have {dense.shape[1]} dimensions, the model "
+                                       f"{self.encoder.embedding_dimension}")
+        started = time.perf_counter()
+        self.create()
+        stats = IndexStats(documents=len(documents))
+        tokenizer = self.encoder.tokenizer
+        for start in range(0, len(documents), batch_size):
+            todo = []
+            for doc in documents[start : start + batch_size]:
+                chunk = Chunk(text=doc.text, start=0, end=len(doc.text), num_tokens=count_tokens(tokenizer, doc.text),
+                              index=0)
+                key = hashlib.sha1(json.dumps([doc.title, doc.text, "embedded"]).encode()).hexdigest()[:16]
+                todo.append(_Pending(doc=doc, chunks=[chunk], embed_texts=[document_text(doc.title, doc.text)],
+                                     key=key, ids=[point_id(doc.id, 0)]))
+            self._upsert(todo, dense[start : start + batch_size], stats, batch_size)
+        if optimize:
+            began = time.perf_counter()
+            self.backend.optimize(self.collection)
+            stats.optimize_seconds = time.perf_counter() - began
+        self.backend.flush(self.collection)
+        stats.seconds = time.perf_counter() - started
+        return stats
+
     # -- search -------------------------------------------------------------
 
     def search(
@@ -719,8 +812,11 @@ class MedeirVectorStore:
         candidates: int | None = None,
         query_filter: Any = None,
         alpha: float | None = None,
+        reranker: Any = None,
+        rerank_top_k: int | None = None,
+        query_vector: Sequence[float] | None = None,
     ) -> list[SearchHit]:
-        """The ``top_k`` best chunks for ``query``.
+        """The ``top_k`` best chunks for ``query``: retrieval, then optional reranking.
 
         Args:
             query: the question; one longer than the model window is truncated to it, with a
@@ -728,15 +824,23 @@ class MedeirVectorStore:
             top_k: results to return (> 0).
             mode: ``"dense"``, ``"sparse"`` or ``"hybrid"`` (convex combination of both).
             candidates: hybrid only: results each side contributes before fusion; the
-                scores are normalised over them (default ``max(top_k, 100)``, the depth
-                ``medeir evaluate`` and ``medeir tune-hybrid`` use).
+                scores are normalised over them (default ``max(top_k, 100)``, or ``max(rerank_top_k,
+                100)`` when reranking: the depth ``medeir evaluate`` and ``medeir tune-hybrid`` use).
             query_filter: payload conditions: a dict (``{"doc_id": "x"}``, a list value means
                 any of), a ``qdrant_client.models.Filter``, or (Edge) a ``qdrant_edge.Filter``.
             alpha: hybrid only: the dense side's weight in [0, 1] (default: the model's
                 ``hybrid.json``, else 0.5).
+            reranker: a ``MedeirReranker`` (anything with ``score(query, passages)``): the
+                ``rerank_top_k`` best hits of the mode are rescored on
+                ``document_text(title, text)``, and ``score`` becomes its probability
+                (``retrieval_score`` keeps the mode's score); ``None`` = no reranking.
+            rerank_top_k: hits retrieved and rescored when reranking (default ``max(4 * top_k, 20)``;
+                at least ``top_k``).
+            query_vector: the query's dense embedding when it is already computed (benchmarks
+                embed every query in one batch through the embedding cache); else it is encoded here.
 
         Raises:
-            InvalidArgumentError: ``top_k <= 0``, an unknown mode, or an empty query.
+            InvalidArgumentError: ``top_k <= 0``, ``rerank_top_k < top_k``, an unknown mode, or an empty query.
             InvalidTextError: the query holds a lone surrogate.
             CollectionNotFoundError / CollectionMismatchError: see ``check``.
         """
@@ -748,20 +852,52 @@ class MedeirVectorStore:
         if not query.strip():
             raise InvalidArgumentError("query is empty")
         check_text(query, "the query")
+        depth = top_k
+        if reranker is not None:
+            depth = default_rerank_depth(top_k) if rerank_top_k is None else _check_top_k(rerank_top_k)
+            if depth < top_k:
+                raise InvalidArgumentError(f"rerank_top_k ({depth}) must be at least top_k ({top_k})")
         self.check()
+        hits = self._retrieve(query, depth, mode, candidates, query_filter, alpha, query_vector)
+        if reranker is None:
+            return hits
+        return rerank_hits(reranker, query, hits, top_k)
+
+    def candidate_lists(
+        self, query: str, *, candidates: int = HYBRID_CANDIDATES, query_filter: Any = None,
+        query_vector: Sequence[float] | None = None,
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """The dense and sparse candidate lists (``{point id: score}``) hybrid search fuses for ``query``.
+
+        ``convex_combination(dense, sparse, alpha, top_k)`` of them is ``search(mode="hybrid",
+        alpha=alpha, candidates=candidates)`` by point id; ``medeir tune-hybrid`` sweeps alpha this way.
+        """
+        self.check()
+        dense = self._query_vector(query, query_vector)
+        sparse = sparse_query_vector(self.encoder.tokenizer, query)
+        return candidate_lists(self.backend, self.collection, dense, sparse, candidates=candidates,
+                               query_filter=query_filter)
+
+    def _query_vector(self, query: str, query_vector: Sequence[float] | None) -> list[float]:
+        if query_vector is not None:
+            return [float(x) for x in query_vector]
+        return self.encoder.encode_query(query, overlong="truncate", show_progress=False).tolist()
+
+    def _retrieve(
+        self, query: str, top_k: int, mode: str, candidates: int | None, query_filter: Any, alpha: float | None,
+        query_vector: Sequence[float] | None,
+    ) -> list[SearchHit]:
+        """Dense, sparse or hybrid retrieval of the ``top_k`` best chunks (arguments checked by ``search``)."""
         candidates = candidates or max(top_k, HYBRID_CANDIDATES)
-
-        def dense_vector() -> list[float]:
-            return self.encoder.encode_query(query, overlong="truncate", show_progress=False).tolist()
-
         sparse = sparse_query_vector(self.encoder.tokenizer, query)
         if mode == "hybrid":
             alpha = self.hybrid.alpha if alpha is None else HybridWeights(alpha=alpha).alpha
-            fused = hybrid_search(self.backend, self.collection, dense_vector(), sparse, top_k, alpha=alpha,
-                                  candidates=candidates, query_filter=query_filter)
+            fused = hybrid_search(self.backend, self.collection, self._query_vector(query, query_vector), sparse,
+                                  top_k, alpha=alpha, candidates=candidates, query_filter=query_filter)
             return [_hit(record, score) for record, score in fused]
         if mode == "dense":
-            request = VectorQuery(DENSE_VECTOR, dense_vector(), top_k, query_filter, with_payload=True)
+            request = VectorQuery(DENSE_VECTOR, self._query_vector(query, query_vector), top_k, query_filter,
+                                  with_payload=True)
         else:
             if not sparse[0]:
                 return []
@@ -770,10 +906,27 @@ class MedeirVectorStore:
         return [_hit(r, r.score) for r in records]
 
 
+def rerank_hits(reranker: Any, query: str, hits: Sequence[SearchHit], top_k: int) -> list[SearchHit]:
+    """The rerank step: rescore ``hits`` on ``document_text(title, text)``, best ``top_k`` first.
+
+    ``score`` becomes the reranker's score, ``retrieval_score`` keeps the retrieval one; equal
+    reranker scores keep the retrieval order.
+    """
+    hits = list(hits)
+    if not hits:
+        return []
+    scores = reranker.score(query, [document_text(h.title, h.text) for h in hits])
+    for hit, score in zip(hits, scores, strict=True):
+        hit.retrieval_score = hit.score
+        hit.score = float(score)
+    hits.sort(key=lambda h: -h.score)
+    return hits[:top_k]
+
+
 def _hit(record: Record, score: float) -> SearchHit:
     payload = record.payload
     return SearchHit(
         doc_id=payload["doc_id"], chunk_index=payload["chunk_index"], score=float(score),
         title=payload.get("title", ""), text=payload["text"], start=payload["start"], end=payload["end"],
-        meta=payload.get("meta") or {}, id=record.id,
+        meta=payload.get("meta") or {}, id=record.id, retrieval_score=float(score),
     )
