@@ -40,6 +40,7 @@ class DenseModel:
     encode_document: Callable[[list[str]], np.ndarray]
     prompts: dict[str, str] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    encoder: Any = field(default=None, repr=False, compare=False)  # our MedeirEncoder (the store needs it)
 
     def describe(self) -> dict[str, Any]:
         """What a results file records about the model."""
@@ -82,6 +83,7 @@ def load_medeir(
         prompts={"query": encoder.prompts.get("query", ""), "document": encoder.document_prompt},
         settings={"truncate_dim": truncate_dim, "max_length": encoder.max_length, "overlong": encoder.overlong,
                   **runtime},
+        encoder=encoder,
     )
 
 

@@ -1,21 +1,27 @@
 """``medeir evaluate``: one command for the retrieval results table, with reference rows.
 
 Design choices:
-- **Rows.** BM25 (bm25s over words), BM25 over our medical tokenizer's pieces,
-  all-MiniLM-L6-v2, our model (dense), hybrid = the convex combination of our dense and
-  the medical-token BM25 scores with the model's tuned ``alpha`` (``fusion.py``; what
-  ``medeir query`` does by default), plain RRF (k=60) of the same two rankings for
-  reference, and the hybrid ranking's top ``--rerank-top-k`` reranked by our
-  cross-encoder (what ``medeir query --rerank`` does). A row whose model is missing (no
-  bundled model yet, no reranker) is skipped with a note in the table and the JSON, never
-  an error.
+- **Rows.** Two external baselines: BM25 (bm25s over words, Lucene k1 1.5, stemmed when
+  PyStemmer is there) and all-MiniLM-L6-v2 (through ``mteb.evaluate``). Our rows are
+  **the store's own search**: the corpus is indexed into a temporary Qdrant Edge store
+  (``MedeirVectorStore.index_embedded``: one point per document, its dense vector from the
+  embedding cache, its sparse vector from the store's code), and every query goes through
+  ``MedeirVectorStore.search``, the call ``medeir query`` makes: dense, sparse (Qdrant IDF x
+  the store's BM25 term frequency over our tokenizer's ids), hybrid (convex combination of
+  the two top-100 candidate lists with the model's ``alpha``), and hybrid + reranker
+  (``search(..., reranker=, rerank_top_k=--rerank-top-k)``). Every row is 100 deep, the
+  store's candidate depth. Plain RRF (k=60) of the same two candidate lists is a reference
+  row. A row whose model is missing (no bundled model yet, no reranker) is skipped with a
+  note in the table and the JSON, never an error.
 - **Same inputs, same scorer for every row.** Every row reads the same corpus string
   (``title + " " + text``), the same judged queries, and becomes a run dict
   ``{query_id: {doc_id: score}}`` that ``retrieval_metrics.score_run`` (mteb's own
   scoring code) turns into numbers. The dense rows are run through ``mteb.evaluate``
   on an offline ``AbsTaskRetrieval`` (``mteb_local``); the ranking mteb scored is kept,
   re-scored with ``score_run``, and the largest difference from mteb's own numbers is
-  written to the JSON (``checks``): it is 0 when both paths agree.
+  written to the JSON (``checks``): it is 0 when both paths agree. Our model also goes
+  through mteb (from the same cached embeddings), and its row records the largest
+  difference between the store's dense row and mteb's scores (``vs_mteb``).
 - **Reproducible.** The JSON records every score at every k, the command line, package
   versions, model paths with the sha256 of their weights, the data files' sha256, the
   seeds and the device. The Markdown file is the README table plus the published anchors.
@@ -36,7 +42,8 @@ import platform
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -46,8 +53,8 @@ import numpy as np
 
 from medeir_rag.beir_data import BeirDataset, default_folders, load_beir, sha256_file
 from medeir_rag.embedding_cache import DEFAULT_CACHE_DIR, EmbeddingCache, weights_sha256
-from medeir_rag.fusion import RRF_K, HybridWeights, hybrid_runs, load_hybrid_weights, rrf_runs
-from medeir_rag.retrieval_metrics import K_VALUES, METRIC_LABELS, REPORTED_METRICS, Run, score_run, top_k
+from medeir_rag.fusion import RRF_K, HybridWeights, load_hybrid_weights, reciprocal_rank_fusion
+from medeir_rag.retrieval_metrics import K_VALUES, METRIC_LABELS, REPORTED_METRICS, Run, score_run
 
 if TYPE_CHECKING:
     from medeir_rag.dense_models import DenseModel
@@ -56,7 +63,7 @@ logger = logging.getLogger(__name__)
 
 ROW_LABELS: dict[str, str] = {
     "bm25": "BM25 (bm25s)",
-    "bm25_medeir": "BM25 (medeir tokenizer)",
+    "bm25_medeir": "medeir sparse (store)",
     "minilm": "all-MiniLM-L6-v2",
     "medeir": "medeir (dense)",
     "medeir_rerank": "medeir + reranker",
@@ -90,26 +97,86 @@ PUBLISHED_NOTES = (
 # Rows
 
 
-def rerank_run(
-    cross_encoder: Any, dataset: BeirDataset, run: Run, depth: int = 100, batch_size: int = 32,
-    show_progress: bool = True,
-) -> Run:
-    """Rescore each query's ``depth`` best documents of ``run`` with a cross-encoder."""
+class _MemoCache:
+    """An ``EmbeddingCache`` in front of which each matrix is also kept in memory for one dataset,
+
+    so the store rows and the mteb check of one model embed nothing twice, even with ``--no-cache``.
+    """
+
+    def __init__(self, cache: EmbeddingCache) -> None:
+        self.cache = cache
+        self.memo: dict[str, np.ndarray] = {}
+
+    def get_or_compute(self, parts: dict[str, Any], compute: Any) -> np.ndarray:
+        key = EmbeddingCache.key(parts)
+        if key not in self.memo:
+            self.memo[key] = self.cache.get_or_compute(parts, compute)
+        return self.memo[key]
+
+
+@contextmanager
+def benchmark_store(encoder: Any, dataset: BeirDataset, doc_vectors: np.ndarray) -> Iterator[Any]:
+    """A temporary Qdrant Edge store holding ``dataset``'s corpus, one point per document.
+
+    ``doc_vectors`` are the documents' embeddings (``dense_models.embed`` of
+    ``dataset.document_texts()``, rows in ``doc_ids`` order); the store adds the sparse vectors.
+    """
+    from medeir_rag.documents import SourceDocument
+    from medeir_rag.vector_store import MedeirVectorStore
+
+    documents = [SourceDocument(id=d, text=dataset.texts[d], title=dataset.titles[d]) for d in dataset.doc_ids]
+    with MedeirVectorStore(encoder, collection="benchmark", path=":memory:") as store:
+        store.index_embedded(documents, doc_vectors)
+        yield store
+
+
+def point_ids(dataset: BeirDataset) -> dict[str, str]:
+    """``{point id: doc id}`` of a ``benchmark_store``."""
+    from medeir_rag.vector_store import point_id
+
+    return {point_id(d, 0): d for d in dataset.doc_ids}
+
+
+def store_runs(
+    store: Any, dataset: BeirDataset, query_vectors: np.ndarray, *, alpha: float, reranker: Any = None,
+    rerank_top_k: int = 100, rrf_k: int = RRF_K, depth: int | None = None, show_progress: bool = True,
+) -> dict[str, Run]:
+    """Our rows' runs, each query through ``store.search`` exactly as ``medeir query`` calls it.
+
+    ``{"medeir": dense, "bm25_medeir": sparse, "hybrid": ..., "rrf": ..., "medeir_rerank": ...}``
+    (the last only with a ``reranker``); every run is ``depth`` deep (default: the store's
+    candidate depth, 100). A query whose text is empty has empty rankings.
+    """
     from tqdm.auto import tqdm
 
-    from medeir_rag.beir_data import document_text
+    from medeir_rag.vector_store import HYBRID_CANDIDATES
 
-    reranked: Run = {}
-    for query_id, docs in tqdm(top_k(run, depth).items(), desc="Reranking", disable=not show_progress):
-        doc_ids = list(docs)
-        if not doc_ids:
-            reranked[query_id] = {}
+    depth = depth or HYBRID_CANDIDATES
+    keys = ["medeir", "bm25_medeir", "hybrid", "rrf"] + (["medeir_rerank"] if reranker is not None else [])
+    runs: dict[str, Run] = {key: {} for key in keys}
+    to_doc = point_ids(dataset)
+
+    def as_run(hits: Sequence[Any]) -> dict[str, float]:
+        return {hit.doc_id: hit.score for hit in hits}
+
+    for row, query_id in enumerate(tqdm(dataset.query_ids, desc="Store search", disable=not show_progress)):
+        query, vector = dataset.queries[query_id], query_vectors[row]
+        if not query.strip():
+            for run in runs.values():
+                run[query_id] = {}
             continue
-        query = dataset.queries[query_id]
-        pairs = [(query, document_text(dataset.titles[d], dataset.texts[d])) for d in doc_ids]
-        scores = cross_encoder.predict(pairs, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
-        reranked[query_id] = {d: float(s) for d, s in zip(doc_ids, np.asarray(scores).reshape(-1), strict=True)}
-    return reranked
+        runs["medeir"][query_id] = as_run(store.search(query, mode="dense", top_k=depth, query_vector=vector))
+        runs["bm25_medeir"][query_id] = as_run(store.search(query, mode="sparse", top_k=depth, query_vector=vector))
+        runs["hybrid"][query_id] = as_run(store.search(query, mode="hybrid", top_k=depth, alpha=alpha,
+                                                       query_vector=vector))
+        dense, sparse = store.candidate_lists(query, candidates=depth, query_vector=vector)
+        fused = reciprocal_rank_fusion([dense, sparse], k=rrf_k, top_k=depth)
+        runs["rrf"][query_id] = {to_doc[i]: score for i, score in fused.items()}
+        if reranker is not None:
+            runs["medeir_rerank"][query_id] = as_run(store.search(
+                query, mode="hybrid", top_k=rerank_top_k, alpha=alpha, reranker=reranker,
+                rerank_top_k=rerank_top_k, query_vector=vector))
+    return runs
 
 
 class Skip(Exception):
@@ -144,7 +211,7 @@ def is_static_model(path: Path) -> bool:
 
 
 def _load_reranker(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
-    """Our cross-encoder and its description, or ``Skip`` with the reason."""
+    """Our ``MedeirReranker`` (what ``medeir query --reranker`` loads) and its description, or ``Skip``."""
     from medeir_rag.model_files import DEFAULT_RERANKER_NAME, resolve_model_path
 
     if args.no_reranker:
@@ -153,13 +220,10 @@ def _load_reranker(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
         path = resolve_model_path(args.reranker, default=DEFAULT_RERANKER_NAME)
     except FileNotFoundError as error:
         raise Skip(f"reranker not found: {error}") from error
-    from sentence_transformers import CrossEncoder
+    from medeir_rag.rerank import MedeirReranker
 
-    from medeir_rag.loading import quiet_loading
-
-    with quiet_loading():
-        cross_encoder = CrossEncoder(str(path), device=args.device or _default_device(), local_files_only=True)
-    return cross_encoder, {"name": f"reranker ({path.name})", "path": str(path), "weights_sha256": weights_sha256(path)}
+    reranker = MedeirReranker(path, device=args.device or _default_device())
+    return reranker, {"name": f"reranker ({path.name})", "path": str(path), "weights_sha256": weights_sha256(path)}
 
 
 def _default_device() -> str:
@@ -176,15 +240,14 @@ def _check_against_mteb(mteb_scores: dict[str, float], ours: dict[str, float]) -
 
 @dataclass
 class Systems:
-    """What the rows need, loaded once: models (``None`` when skipped) and BM25 tokenizers."""
+    """What the rows need, loaded once: models (``None`` when skipped) and the BM25 tokenizer."""
 
     ours: Any
     hybrid: HybridWeights | None
     minilm: Any
-    cross_encoder: Any
-    cross_encoder_name: str
+    reranker: Any
+    reranker_name: str
     words: Any
-    pieces: Any
 
 
 def evaluate_dataset(
@@ -192,51 +255,56 @@ def evaluate_dataset(
     show_progress: bool = True,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
     """Every available row on one dataset: ``(rows, mteb-vs-score_run differences)``."""
+    from medeir_rag.dense_models import embed
     from medeir_rag.mteb_local import mteb_dense_eval
     from medeir_rag.sparse import bm25_run
 
     rows: dict[str, dict[str, Any]] = {}
-    runs: dict[str, Run] = {}
     checks: dict[str, float] = {}
     depth = max(K_VALUES)
     corpus_sha256 = sha256_file(dataset.corpus_file)
 
     def add(key: str, label: str, run: Run, started: float) -> None:
         scores = score_run(run, dataset.qrels)
-        runs[key] = run
         rows[key] = {"label": label, "metrics": {m: scores[m] for m in REPORTED_METRICS},
                      "all_scores": scores, "seconds": round(time.perf_counter() - started, 2)}
 
-    texts = (dataset.doc_ids, dataset.document_texts(), dataset.query_ids, dataset.query_texts())
-    for key, tokenizer in (("bm25", systems.words), ("bm25_medeir", systems.pieces)):
-        started = time.perf_counter()
-        label = ROW_LABELS[key]
-        if key == "bm25":
-            label = f"BM25 (bm25s, {'stemmed' if 'Snowball' in tokenizer.description else 'no stemming'})"
-        add(key, label, bm25_run(*texts, tokenizer, k=depth, show_progress=show_progress), started)
+    started = time.perf_counter()
+    label = f"BM25 (bm25s, {'stemmed' if 'Snowball' in systems.words.description else 'no stemming'})"
+    add("bm25", label, bm25_run(dataset.doc_ids, dataset.document_texts(), dataset.query_ids, dataset.query_texts(),
+                                systems.words, k=depth, show_progress=show_progress), started)
     for key, model in (("minilm", systems.minilm), ("medeir", systems.ours)):
         if model is None:
             continue
         started = time.perf_counter()
-        mteb_scores, run = mteb_dense_eval(model, dataset, cache, corpus_sha256=corpus_sha256,
+        memo = _MemoCache(cache)
+        mteb_scores, run = mteb_dense_eval(model, dataset, memo, corpus_sha256=corpus_sha256,  # type: ignore[arg-type]
                                            show_progress=show_progress)
-        add(key, ROW_LABELS[key] if key == "minilm" else model.name, run, started)
-        checks[key] = _check_against_mteb(mteb_scores, rows[key]["all_scores"])
+        checks[key] = _check_against_mteb(mteb_scores, score_run(run, dataset.qrels))
         if not checks[key] <= 1e-9:
             logger.warning("%s on %s: score_run differs from mteb by %g", key, dataset.name, checks[key])
-    if systems.ours is not None and systems.hybrid is not None:
-        started = time.perf_counter()
-        run = hybrid_runs(runs["medeir"], runs["bm25_medeir"], systems.hybrid.alpha, top_k=depth)
-        add("hybrid", f"{systems.ours.name} + BM25 medeir-tokens ({systems.hybrid.label})", run, started)
-        started = time.perf_counter()
-        run = rrf_runs([runs["medeir"], runs["bm25_medeir"]], k=args.rrf_k, top_k=depth)
-        add("rrf", f"{systems.ours.name} + BM25 medeir-tokens (RRF k={args.rrf_k})", run, started)
-        if systems.cross_encoder is not None:
-            started = time.perf_counter()
-            run = rerank_run(systems.cross_encoder, dataset, runs["hybrid"], args.rerank_top_k,
-                             show_progress=show_progress)
-            add("medeir_rerank", f"hybrid top {args.rerank_top_k} reranked by {systems.cross_encoder_name}",
-                run, started)
+        if key == "minilm" or model.encoder is None:  # a static model has no store: its mteb run is the row
+            add(key, ROW_LABELS[key] if key == "minilm" else model.name, run, started)
+            continue
+        queries = embed(model, dataset.query_texts(), "query", memo)  # type: ignore[arg-type]
+        documents = embed(model, dataset.document_texts(), "document", memo,  # type: ignore[arg-type]
+                          source_sha256=corpus_sha256)
+        hybrid = systems.hybrid or load_hybrid_weights(model.path)
+        with benchmark_store(model.encoder, dataset, documents) as store:
+            ours = store_runs(store, dataset, queries, alpha=hybrid.alpha, reranker=systems.reranker,
+                              rerank_top_k=args.rerank_top_k, rrf_k=args.rrf_k, show_progress=show_progress)
+        share = (time.perf_counter() - started) / len(ours)  # one store pass serves every row
+        labels = {
+            "medeir": model.name,
+            "bm25_medeir": f"{ROW_LABELS['bm25_medeir']}: Qdrant IDF x BM25 tf over medeir tokens",
+            "hybrid": f"{model.name} + sparse, store hybrid ({hybrid.label})",
+            "rrf": f"{model.name} + sparse (RRF k={args.rrf_k} of the store's candidates)",
+            "medeir_rerank": f"hybrid top {args.rerank_top_k} reranked by {systems.reranker_name}",
+        }
+        for row_key, row_run in ours.items():
+            add(row_key, labels[row_key], row_run, time.perf_counter() - share)
+        rows["medeir"]["vs_mteb"] = max(abs(rows["medeir"]["metrics"][m] - float(mteb_scores[m]))
+                                        for m in REPORTED_METRICS)
     return rows, checks
 
 
@@ -374,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     show = not args.quiet
     args.device = args.device or _default_device()
     from medeir_rag.dense_models import load_minilm
-    from medeir_rag.sparse import medeir_tokenizer, word_tokenizer
+    from medeir_rag.sparse import word_tokenizer
 
     folders = args.folders or default_folders()
     datasets = [load_beir(folder, args.split) for folder in folders]
@@ -386,15 +454,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Models: load once, skip rows whose model is missing.
     skipped: dict[str, str] = {}
     models: dict[str, dict[str, Any]] = {}
-    ours = minilm = cross_encoder = None
+    ours = minilm = reranker = None
     try:
         ours = _load_model(args)
         models["medeir"] = ours.describe()
     except Skip as reason:
-        skipped.update({k: str(reason) for k in ("medeir", "medeir_rerank", "hybrid", "rrf")})
-    if ours is not None:
+        skipped.update({k: str(reason) for k in ("medeir", "bm25_medeir", "medeir_rerank", "hybrid", "rrf")})
+    if ours is not None and ours.encoder is None:
+        reason = "a static model has no MedeirEncoder, and this row is the store's search"
+        skipped.update({k: reason for k in ("bm25_medeir", "medeir_rerank", "hybrid", "rrf")})
+    elif ours is not None:
         try:
-            cross_encoder, models["reranker"] = _load_reranker(args)
+            reranker, models["reranker"] = _load_reranker(args)
         except Skip as reason:
             skipped["medeir_rerank"] = str(reason)
     if args.no_minilm:
@@ -403,16 +474,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         minilm = load_minilm(device=args.device)
         models["minilm"] = minilm.describe()
     words = word_tokenizer(stem={"auto": None, "yes": True, "no": False}[args.stem])
-    pieces = medeir_tokenizer()  # the shipped medical tokenizer, with or without our model
     models["bm25"] = {"tokenizer": words.description, "k1": 1.5, "b": 0.75, "method": "lucene"}
-    models["bm25_medeir"] = {"tokenizer": pieces.description, "k1": 1.5, "b": 0.75, "method": "lucene"}
 
     hybrid = None
-    if ours is not None:
+    if ours is not None and ours.encoder is not None:
+        from medeir_rag.vector_store import HYBRID_CANDIDATES, SPARSE_SCHEME
+
+        models["bm25_medeir"] = {"scorer": "MedeirVectorStore sparse search: Qdrant IDF x the store's BM25 tf",
+                                 "scheme": SPARSE_SCHEME, "tokenizer": "the model's WordPiece ids",
+                                 "depth": HYBRID_CANDIDATES}
         hybrid = load_hybrid_weights(ours.path) if args.alpha is None else HybridWeights(alpha=args.alpha)
         models["hybrid"] = {"alpha": hybrid.alpha, "provenance": hybrid.provenance}
-    systems = Systems(ours=ours, hybrid=hybrid, minilm=minilm, cross_encoder=cross_encoder,
-                      cross_encoder_name=models.get("reranker", {}).get("name", ""), words=words, pieces=pieces)
+    systems = Systems(ours=ours, hybrid=hybrid, minilm=minilm, reranker=reranker,
+                      reranker_name=models.get("reranker", {}).get("name", ""), words=words)
     results: dict[str, Any] = {}
     checks: dict[str, dict[str, float]] = {}
     for dataset in datasets:

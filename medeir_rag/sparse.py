@@ -8,9 +8,11 @@ Design choices:
   plus the Snowball English stemmer when PyStemmer is installed. Whether it was used is
   part of the row's description, so the table never hides it.
   ``medeir``: the pieces of our medical WordPiece tokenizer (``##`` continuations kept,
-  special tokens, punctuation-only pieces and whole-word stopwords dropped). This is the
-  sparse side of the hybrid row: it needs no stemmer and sees exactly the vocabulary the
-  dense model sees.
+  special tokens, punctuation-only pieces and whole-word stopwords dropped), for analyses.
+  It is *not* the hybrid's sparse side: ``medeir evaluate`` and ``medeir tune-hybrid``
+  score our sparse and hybrid rows through ``MedeirVectorStore.search`` (Qdrant IDF x the
+  store's BM25 term frequency, ``vector_store.sparse_document_vectors``); the ``words``
+  run is the external BM25 baseline row.
 - Only documents that match at least one query token are returned (a zero BM25 score is
   no evidence), so a query with no match has an empty ranking and scores 0.
 """

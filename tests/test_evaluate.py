@@ -238,8 +238,8 @@ def test_missing_models_are_skipped_with_a_note(beir_dir, tmp_path) -> None:
     report = _run_main(beir_dir, tmp_path / "out", tmp_path / "c", "--model", str(tmp_path / "no-such-model"),
                        "--no-minilm")
     block = report["results"]["tinymed"]
-    assert set(block["rows"]) == {"bm25", "bm25_medeir"}
-    assert set(block["skipped"]) == {"medeir", "medeir_rerank", "hybrid", "rrf", "minilm"}
+    assert set(block["rows"]) == {"bm25"}  # the sparse row is the store's search: it needs our model too
+    assert set(block["skipped"]) == {"medeir", "bm25_medeir", "medeir_rerank", "hybrid", "rrf", "minilm"}
     assert "not found" in block["skipped"]["medeir"]
     assert "skipped medeir (dense): model not found" in (tmp_path / "out" / "results.md").read_text()
 
@@ -273,3 +273,52 @@ def test_embedding_cache_key_changes_with_truncate_dim(beir_dir, tiny_model_dir,
     assert cut.shape == (len(texts), 16) and full.shape[1] > 16
     assert cache.misses == 2 and cache.hits == 0
     np.testing.assert_allclose(np.linalg.norm(cut, axis=1), 1.0, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------
+# One path: evaluate's and tune-hybrid's rankings are the store's search
+
+
+def _ranked(pairs) -> list[tuple[str, float]]:
+    """A ranking as (doc id, score) best first; equal scores (to 1e-5) in id order, as stores may tie them either way."""
+    return [(d, round(s, 5)) for d, s in sorted(pairs, key=lambda p: (-round(p[1], 5), p[0]))]
+
+
+def test_evaluate_and_tune_hybrid_rankings_are_the_store_search(beir_dir, tiny_model_dir, tiny_reranker_dir,
+                                                                tmp_path) -> None:
+    from medeir_rag.dense_models import embed, load_medeir
+    from medeir_rag.documents import SourceDocument
+    from medeir_rag.embedding_cache import EmbeddingCache
+    from medeir_rag.evaluate import benchmark_store, store_runs
+    from medeir_rag.rerank import MedeirReranker
+    from medeir_rag.training.hybrid import sweep_runs
+    from medeir_rag.vector_store import MedeirVectorStore
+
+    data = load_beir(beir_dir)
+    model = load_medeir(tiny_model_dir, device="cpu")
+    cache = EmbeddingCache(tmp_path / "cache")
+    queries = embed(model, data.query_texts(), "query", cache)
+    documents = embed(model, data.document_texts(), "document", cache)
+    reranker = MedeirReranker(tiny_reranker_dir, device="cpu")
+    users = MedeirVectorStore(model.encoder, collection="users", path=tmp_path / "qdrant")
+    users.index([SourceDocument(id=d, text=data.texts[d], title=data.titles[d]) for d in data.doc_ids],
+                show_progress=False)  # `medeir index`'s path: the store embeds document_text(title, text) itself
+    with users, benchmark_store(model.encoder, data, documents) as store:
+        assert store.count() == len(data.doc_ids)
+        runs = store_runs(store, data, queries, alpha=0.3, reranker=reranker, rerank_top_k=5, show_progress=False)
+        sweep = sweep_runs(store, data, queries, grid=(0.0, 0.3, 1.0))
+        for query_id in data.query_ids:
+            query = data.queries[query_id]
+            for key, kwargs in (("medeir", {"mode": "dense"}), ("bm25_medeir", {"mode": "sparse"}),
+                                ("hybrid", {"mode": "hybrid", "alpha": 0.3}),
+                                ("medeir_rerank", {"mode": "hybrid", "alpha": 0.3, "reranker": reranker,
+                                                   "rerank_top_k": 5})):
+                top = 5 if key == "medeir_rerank" else 100
+                for searched in (store, users):  # the query encoded by search itself, as `medeir query` does
+                    hits = searched.search(query, top_k=top, **kwargs)
+                    assert _ranked(runs[key][query_id].items()) == _ranked((h.doc_id, h.score) for h in hits), key
+            # tune-hybrid's sweep at alpha a is the store's hybrid at alpha a
+            assert _ranked(sweep["0.3"][query_id].items()) == _ranked(runs["hybrid"][query_id].items())
+            assert sweep["sparse"][query_id] == pytest.approx(runs["bm25_medeir"][query_id], abs=1e-5)
+            # the reranked row reorders the hybrid top 5
+            assert set(runs["medeir_rerank"][query_id]) == set(list(runs["hybrid"][query_id])[:5])

@@ -21,9 +21,15 @@ Design choices:
   abstracts, like SciFact's claims). Each corpus is padded with ``--distractors``
   training-split documents of the same source so the search is not trivially easy;
   the dense model has seen those as training positives, which if anything favours it.
-- **Same runs, same scorer as ``medeir evaluate``**: dense through ``mteb``, sparse =
-  bm25s over the model's own WordPiece pieces, fused by ``fusion.hybrid_runs``, scored
-  by ``retrieval_metrics.score_run``. Equal-weight RRF is reported beside it.
+- **The store's own scorer, as ``medeir evaluate``**: each validation corpus is indexed into
+  a temporary Qdrant Edge store (``evaluate.benchmark_store``: cached document embeddings,
+  the store's sparse vectors), and for every query the store's two candidate lists
+  (``MedeirVectorStore.candidate_lists``: dense and sparse top 100, Qdrant IDF x the
+  store's BM25 tf) are fetched once and fused with each alpha by
+  ``fusion.convex_combination``, the function ``search(mode="hybrid")`` runs on those very
+  lists. So the sweep at alpha a is the store's hybrid search at alpha a, and the chosen
+  alpha is tuned on the scorer it is applied with. Scored by ``retrieval_metrics.score_run``;
+  RRF of the same lists is reported beside it.
 - **One number chosen**: the alpha with the best mean nDCG@10 over the validation sets,
   from a fixed grid (0, 0.1, ..., 1); ties go to the alpha nearest 0.5.
 """
@@ -87,49 +93,74 @@ def build_validation_sets(data: PairData, out_dir: Path, distractors: int = DEFA
     return folders
 
 
+def sweep_runs(store: Any, dataset: Any, query_vectors: Any, grid: Sequence[float] = ALPHA_GRID) -> dict[str, Any]:
+    """Per-query runs of the sweep over a ``benchmark_store``: ``dense``, ``sparse``, ``rrf`` and one per alpha.
+
+    Both candidate lists are fetched once per query (``store.candidate_lists``, the lists
+    hybrid search fuses) and fused for every alpha with ``convex_combination``, so run
+    ``f"{alpha:g}"`` ranks as ``store.search(query, mode="hybrid", alpha=alpha, top_k=100)``.
+    """
+    from medeir_rag.evaluate import point_ids
+    from medeir_rag.fusion import convex_combination, reciprocal_rank_fusion
+    from medeir_rag.vector_store import HYBRID_CANDIDATES
+
+    to_doc = point_ids(dataset)
+    runs: dict[str, dict[str, dict[str, float]]] = {"dense": {}, "sparse": {}, "rrf": {},
+                                                    **{f"{a:g}": {} for a in grid}}
+
+    def named(ranking: dict[str, float]) -> dict[str, float]:
+        return {to_doc[i]: score for i, score in ranking.items()}
+
+    for row, query_id in enumerate(dataset.query_ids):
+        query = dataset.queries[query_id]
+        if not query.strip():
+            for run in runs.values():
+                run[query_id] = {}
+            continue
+        dense, sparse = store.candidate_lists(query, candidates=HYBRID_CANDIDATES, query_vector=query_vectors[row])
+        runs["dense"][query_id], runs["sparse"][query_id] = named(dense), named(sparse)
+        runs["rrf"][query_id] = named(reciprocal_rank_fusion([dense, sparse], k=RRF_K, top_k=HYBRID_CANDIDATES))
+        for alpha in grid:
+            runs[f"{alpha:g}"][query_id] = named(convex_combination(dense, sparse, alpha, HYBRID_CANDIDATES))
+    return runs
+
+
 def sweep(
     model_dir: str | Path, folders: Sequence[Path], grid: Sequence[float] = ALPHA_GRID,
     cache_dir: Path | None = None, show_progress: bool = True,
 ) -> dict[str, Any]:
     """nDCG@10 of every alpha on every validation set, plus dense, sparse and RRF alone."""
     from medeir_rag.beir_data import load_beir, sha256_file
-    from medeir_rag.dense_models import load_medeir
+    from medeir_rag.dense_models import embed, load_medeir
     from medeir_rag.embedding_cache import EmbeddingCache
-    from medeir_rag.fusion import hybrid_runs, rrf_runs
-    from medeir_rag.mteb_local import mteb_dense_eval
+    from medeir_rag.evaluate import benchmark_store
     from medeir_rag.retrieval_metrics import score_run
-    from medeir_rag.sparse import bm25_run, medeir_tokenizer
-    from medeir_rag.tokenization import load_tokenizer
 
     model = load_medeir(model_dir)
-    pieces = medeir_tokenizer(load_tokenizer(model.path))
     cache = EmbeddingCache(cache_dir)
     table: dict[str, dict[str, float]] = {}
     summaries: dict[str, dict[str, Any]] = {}
     for folder in folders:
         dataset = load_beir(folder)
         summaries[dataset.name] = dataset.summary()
-        _, dense = mteb_dense_eval(model, dataset, cache, corpus_sha256=sha256_file(dataset.corpus_file),
-                                   show_progress=show_progress)
-        sparse = bm25_run(dataset.doc_ids, dataset.document_texts(), dataset.query_ids, dataset.query_texts(),
-                          pieces, k=100, show_progress=show_progress)
-        row = {"dense": score_run(dense, dataset.qrels)["ndcg_at_10"],
-               "sparse": score_run(sparse, dataset.qrels)["ndcg_at_10"],
-               "rrf": score_run(rrf_runs([dense, sparse], top_k=100), dataset.qrels)["ndcg_at_10"]}
-        for alpha in grid:
-            row[f"{alpha:g}"] = score_run(hybrid_runs(dense, sparse, alpha, top_k=100), dataset.qrels)["ndcg_at_10"]
-        table[dataset.name] = row
+        queries = embed(model, dataset.query_texts(), "query", cache)
+        documents = embed(model, dataset.document_texts(), "document", cache,
+                          source_sha256=sha256_file(dataset.corpus_file))
+        with benchmark_store(model.encoder, dataset, documents) as store:
+            runs = sweep_runs(store, dataset, queries, grid)
+        table[dataset.name] = {key: score_run(run, dataset.qrels)["ndcg_at_10"] for key, run in runs.items()}
     means = {f"{w:g}": sum(t[f"{w:g}"] for t in table.values()) / len(table) for w in grid}
     best = max(grid, key=lambda a: (round(means[f"{a:g}"], 6), -abs(a - 0.5)))
     return {"model": str(model.path), "grid": list(grid), "ndcg_at_10": table, "mean_ndcg_at_10": means,
-            "best_alpha": best, "datasets": summaries}
+            "best_alpha": best, "datasets": summaries, "scorer": "MedeirVectorStore candidate lists (100 per side), "
+            "fusion.convex_combination"}
 
 
 def markdown_table(result: dict[str, Any]) -> str:
     """Validation nDCG@10 (%) per alpha, one column per set, then the mean."""
     names = list(result["ndcg_at_10"])
     lines = ["| alpha (dense weight) | " + " | ".join(names) + " | mean |", "|---|" + "---:|" * (len(names) + 1)]
-    rows = [("dense alone", "dense"), ("sparse alone (BM25, medeir pieces)", "sparse"),
+    rows = [("dense alone", "dense"), ("sparse alone (the store's: Qdrant IDF x BM25 tf, medeir tokens)", "sparse"),
             (f"RRF k={RRF_K} (equal weights, for reference)", "rrf")]
     rows += [(f"{a:g}" + (" (chosen)" if a == result["best_alpha"] else ""), f"{a:g}") for a in result["grid"]]
     for label, key in rows:
