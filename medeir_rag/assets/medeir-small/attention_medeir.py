@@ -86,6 +86,16 @@ def padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tens
 # Backend availability and choice
 
 
+def is_exporting() -> bool:
+    """True while ``torch.export`` (and so ``torch.onnx.export(dynamo=True)``) traces the model.
+
+    The traced graph must not branch on tensor values or shapes: ``auto`` then resolves to
+    ``sdpa`` and the padding bias is always added (``medeir export --onnx``).
+    """
+    exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.5; copies in saved folders run on older ones
+    return bool(exporting and exporting()) or torch.onnx.is_in_onnx_export()
+
+
 @lru_cache(maxsize=1)
 def flash_attn_available() -> bool:
     """True when the optional ``flash-attn`` package is importable."""
@@ -114,7 +124,8 @@ def choose_backend(
     ``auto``: on CUDA, ``flash`` when flash-attn is installed, else ``flex`` when Triton is
     (both skip padding entirely); without attention dropout in training only, because neither
     packed path implements it. Elsewhere, ``sdpa`` unless the full bias would exceed
-    ``blocked_threshold`` elements, then ``blocked``.
+    ``blocked_threshold`` elements, then ``blocked``. While exporting (``is_exporting``), ``auto``
+    is ``sdpa``: one graph for every batch size and length.
     """
     if requested == "flash":
         if device.type != "cuda" or not flash_attn_available():
@@ -122,6 +133,8 @@ def choose_backend(
         return "flash"
     if requested in ("sdpa", "blocked", "flex"):
         return requested
+    if is_exporting():
+        return "sdpa"
     if device.type == "cuda" and not (training and dropout > 0):
         if flash_attn_available():
             return "flash"
@@ -155,7 +168,9 @@ class PaddedAttention:
 
     def __post_init__(self) -> None:
         length = self.attention_mask.shape[1]
-        has_padding = not bool(self.attention_mask.bool().all())
+        # a batch without padding skips the padding bias (eagerly only: under torch.export the
+        # mask's values are unknown, so the bias, zero on real tokens, is always added)
+        has_padding = is_exporting() or not bool(self.attention_mask.bool().all())
         self._padding = padding_bias(self.attention_mask, self.dtype) if has_padding else None  # (B,1,1,L)
         self._full_bias: torch.Tensor | None = None
         self._buffers: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}

@@ -248,10 +248,16 @@ class MedeirModel(MedeirPreTrainedModel):
         return BaseModelOutput(last_hidden_state=hidden, hidden_states=tuple(all_hidden) if output_hidden_states else None)
 
     def _compute_dtype(self, hidden: torch.Tensor) -> torch.dtype:
-        """The dtype q/k/v will have: the autocast dtype when autocast is on, else the weights'."""
+        """The dtype q/k/v will have: the autocast dtype when autocast is on, else the weights'.
+
+        A dynamically quantised ``qkv`` (``torch.ao.quantization.quantize_dynamic``, the int8
+        precision) has a ``weight()`` method, not a tensor, and returns float32 like its input:
+        then the hidden states' dtype is the answer.
+        """
         if torch.is_autocast_enabled(hidden.device.type):
             return torch.get_autocast_dtype(hidden.device.type)
-        return self.layers[0].attention.qkv.weight.dtype if len(self.layers) else hidden.dtype
+        weight = self.layers[0].attention.qkv.weight if len(self.layers) else None
+        return weight.dtype if isinstance(weight, torch.Tensor) else hidden.dtype
 
 
 class MedeirPredictionHead(nn.Module):
