@@ -69,7 +69,7 @@ class IndexRun:
             if counts:
                 self.done = int(counts[-1])
 
-    def wait_for(self, documents: int, timeout: float = 120) -> None:
+    def wait_for(self, documents: int, timeout: float = 600) -> None:
         deadline = time.monotonic() + timeout
         while self.done < documents and self.process.poll() is None:
             if time.monotonic() > deadline:
@@ -83,7 +83,7 @@ class IndexRun:
         self._reader.join(5)
         return self.done
 
-    def finish(self, timeout: float = 300) -> tuple[int, str]:
+    def finish(self, timeout: float = 900) -> tuple[int, str]:
         out = self.process.stdout.read()  # stderr is the reader thread's
         self.process.wait(timeout)
         self._reader.join(5)
