@@ -150,6 +150,7 @@ def test_finetune_retrieves_better_than_untrained(pretrained, tmp_path):
     assert summary["matryoshka_dims"] == [64, 32]
     for name in ("config.yaml", "loss_curve.png", "metrics.jsonl", "summary.json"):
         assert (out / name).is_file(), name
+    assert (out / "final" / "modeling_medeir.py").is_file()  # loads with trust_remote_code, no medeir_rag import
     # a standard ST folder: both loaders, no trust_remote_code, same embeddings
     texts = ["What causes Asthma ?", "Asthma is caused by damage to the lungs ."]
     st = SentenceTransformer(str(out / "final"), device="cpu", trust_remote_code=False)

@@ -362,7 +362,7 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
         SentenceTransformerTrainingArguments,
     )
 
-    from medeir_rag.export import DOCUMENT_PROMPT, QUERY_PROMPT
+    from medeir_rag.export import DOCUMENT_PROMPT, QUERY_PROMPT, write_remote_code
 
     if not config.init:
         raise ValueError("finetune needs init=<pretrain final/ folder> (--init)")
@@ -434,6 +434,7 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
         if final.exists():
             shutil.rmtree(final)
         model.save(str(final))
+        write_remote_code(final)  # ST's save keeps config.json's auto_map but not the code files
     rows = write_trainer_log(run, trainer.state.log_history, "contrastive fine-tuning")
     losses_logged = [r["loss"] for r in rows if "loss" in r]
     summary = {
