@@ -15,8 +15,11 @@ serialised to YAML and loaded back, as a deployment would do.
 
 # %%
 import argparse
+import io
 import itertools
+import os
 import sys
+from pathlib import Path
 
 from haystack import Document, Pipeline
 from haystack.components.builders import PromptBuilder
@@ -24,7 +27,8 @@ from haystack.components.writers import DocumentWriter
 from haystack_integrations.components.retrievers.qdrant import QdrantEmbeddingRetriever
 from haystack_integrations.document_stores.qdrant import QdrantDocumentStore
 
-from medeir_rag.documents import read_documents
+import medeir_rag
+from medeir_rag.documents import SAMPLE_CORPUS, read_documents
 from medeir_rag.integrations.haystack import (
     MedeirDocumentEmbedder,
     MedeirDocumentSplitter,
@@ -33,7 +37,7 @@ from medeir_rag.integrations.haystack import (
 )
 from medeir_rag.model_files import DEFAULT_MODEL_NAME
 
-DEFAULT_DATA = "../shared/data/pretrain/pubmed_abstracts_bionlp.jsonl.gz"
+PUBMED_FILE = "pretrain/pubmed_abstracts_bionlp.jsonl.gz"  # inside the shared data folder
 DEFAULT_QUESTION = "Does naloxone reverse the blood pressure effect of clonidine?"
 TEMPLATE = """Answer the question using only these PubMed abstracts; cite PMIDs.
 {% for doc in documents %}
@@ -44,10 +48,27 @@ Question: {{ question }}
 Answer:"""
 
 
+def default_data() -> str:
+    """The shared PubMed file ($MEDEIR_DATA_DIR, else ../shared/data from here or beside the repository),
+    else the sample corpus bundled with the package."""
+    if os.environ.get("MEDEIR_DATA_DIR"):
+        folders = [Path(os.environ["MEDEIR_DATA_DIR"])]
+    else:
+        folders = [Path("../shared/data"), Path(medeir_rag.__file__).resolve().parents[2] / "shared" / "data"]
+    for folder in folders:
+        if (folder / PUBMED_FILE).is_file():
+            return str(folder / PUBMED_FILE)
+    return str(SAMPLE_CORPUS)
+
+
+DEFAULT_DATA = default_data()
+
+
 # %%
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Haystack QA over PubMed abstracts with medeir.")
-    parser.add_argument("path", nargs="?", default=DEFAULT_DATA, help=f"PubMed data (default: {DEFAULT_DATA})")
+    parser.add_argument("path", nargs="?", default=DEFAULT_DATA,
+                        help=f"PubMed data (default: the shared PubMed file, else the bundled sample; here {DEFAULT_DATA})")
     parser.add_argument("--limit", type=int, default=200, help="abstracts to index (default: 200)")
     parser.add_argument("--model", default=DEFAULT_MODEL_NAME, help="medeir sentence-transformers directory (default: bundled)")
     parser.add_argument("--reranker", default=None, help="medeir cross-encoder directory (default: no reranking)")
@@ -101,7 +122,7 @@ def build_pipelines(args: argparse.Namespace) -> tuple[Pipeline, Pipeline]:
 
 # %%
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args([] if "ipykernel" in sys.modules else argv)
+    args = build_parser().parse_args([] if argv is None and "ipykernel" in sys.modules else argv)
     documents = load_documents(args.path, args.limit)
     indexing, querying = build_pipelines(args)
     written = indexing.run({"splitter": {"documents": documents}})["writer"]["documents_written"]
@@ -122,7 +143,48 @@ def main(argv: list[str] | None = None) -> dict:
     for rank, doc in enumerate(result[last]["documents"], start=1):
         print(f"{rank}. [{doc.score:.3f}] PMID {doc.meta['pmid']}: {doc.meta['title']}")
     print("\nPrompt for a generator:\n" + result["prompt_builder"]["prompt"][:1200])
-    return {"documents": result[last]["documents"], "prompt": result["prompt_builder"]["prompt"], "yaml": yaml_text}
+    store = indexing.get_component("writer").document_store
+    return {"documents": result[last]["documents"], "prompt": result["prompt_builder"]["prompt"], "yaml": yaml_text,
+            "question": question, "document_store": store}
+
+
+# %%
+def results_table(documents: list[Document]) -> str:
+    """The ranked documents as a Markdown table (rank, score, PMID, title, opening words)."""
+    def cell(text: str, width: int) -> str:
+        text = " ".join(str(text).split()).replace("|", "/")
+        return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+    rows = ["| rank | score | PMID | title | passage |", "|---:|---:|---|---|---|"]
+    rows += [f"| {rank} | {doc.score:.3f} | {doc.meta['pmid']} | {cell(doc.meta['title'], 70)} | {cell(doc.content, 110)} |"
+             for rank, doc in enumerate(documents, start=1)]
+    return "\n".join(rows)
+
+
+# %%
+def score_histogram_png(result: dict, model: str = DEFAULT_MODEL_NAME) -> bytes:
+    """A PNG: the cosine score of every stored chunk for the question, with the retrieved ones marked."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    stored = result["document_store"].filter_documents()  # every chunk, with its embedding
+    chunks = np.array([doc.embedding for doc in stored], dtype=np.float32)
+    embedder = MedeirTextEmbedder(model=model, progress_bar=False)
+    embedder.warm_up()
+    query = np.array(embedder.run(text=result["question"])["embedding"], dtype=np.float32)
+    scores = (chunks / np.linalg.norm(chunks, axis=1, keepdims=True)) @ (query / np.linalg.norm(query))
+
+    fig = Figure(figsize=(7, 4), dpi=100)
+    ax = fig.add_subplot()
+    ax.hist(scores, bins=30, color="0.7", label=f"{len(stored)} chunks")
+    for rank, doc in enumerate(result["documents"], start=1):
+        ax.axvline(doc.score, color="tab:blue", linestyle="--", linewidth=1, label="retrieved" if rank == 1 else None)
+        ax.annotate(str(rank), (doc.score, ax.get_ylim()[1] * 0.95), color="tab:blue", ha="right")
+    ax.set(title="Cosine similarity of every chunk to the question", xlabel="cosine similarity", ylabel="chunks")
+    ax.legend(loc="upper left")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
 
 
 # %%

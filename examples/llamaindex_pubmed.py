@@ -16,24 +16,45 @@ The input can be any file `medeir index` reads: JSON lines (title/text), NCBI Pu
 
 # %%
 import argparse
+import io
 import itertools
+import os
 import sys
+from pathlib import Path
 
 from llama_index.core import Document, Settings, StorageContext, VectorStoreIndex
 from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient
 
-from medeir_rag.documents import read_documents
+import medeir_rag
+from medeir_rag.documents import SAMPLE_CORPUS, read_documents
 from medeir_rag.integrations.llama_index import MedeirEmbedding, MedeirRerank, MedeirTokenWindowSplitter
 
-DEFAULT_DATA = "../shared/data/pretrain/pubmed_abstracts_bionlp.jsonl.gz"
+PUBMED_FILE = "pretrain/pubmed_abstracts_bionlp.jsonl.gz"  # inside the shared data folder
 DEFAULT_QUERY = "Which drugs lower blood pressure, and what reverses their effect?"
+
+
+def default_data() -> str:
+    """The shared PubMed file ($MEDEIR_DATA_DIR, else ../shared/data from here or beside the repository),
+    else the sample corpus bundled with the package."""
+    if os.environ.get("MEDEIR_DATA_DIR"):
+        folders = [Path(os.environ["MEDEIR_DATA_DIR"])]
+    else:
+        folders = [Path("../shared/data"), Path(medeir_rag.__file__).resolve().parents[2] / "shared" / "data"]
+    for folder in folders:
+        if (folder / PUBMED_FILE).is_file():
+            return str(folder / PUBMED_FILE)
+    return str(SAMPLE_CORPUS)
+
+
+DEFAULT_DATA = default_data()
 
 
 # %%
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="LlamaIndex over PubMed abstracts with medeir.")
-    parser.add_argument("path", nargs="?", default=DEFAULT_DATA, help=f"PubMed data (default: {DEFAULT_DATA})")
+    parser.add_argument("path", nargs="?", default=DEFAULT_DATA,
+                        help=f"PubMed data (default: the shared PubMed file, else the bundled sample; here {DEFAULT_DATA})")
     parser.add_argument("--limit", type=int, default=200, help="abstracts to index (default: 200)")
     parser.add_argument("--model", default=None, help="medeir sentence-transformers directory (default: bundled)")
     parser.add_argument("--reranker", default=None, help="medeir cross-encoder directory (default: no reranking)")
@@ -65,7 +86,7 @@ def load_documents(path: str, limit: int) -> list[Document]:
 
 # %%
 def main(argv: list[str] | None = None) -> list[dict]:
-    args = build_parser().parse_args([] if "ipykernel" in sys.modules else argv)
+    args = build_parser().parse_args([] if argv is None and "ipykernel" in sys.modules else argv)
     Settings.llm = None  # retrieval only; no remote LLM is contacted
     documents = load_documents(args.path, args.limit)
     print(f"{len(documents)} abstracts from {args.path}")
@@ -101,6 +122,57 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"{rank}. [{hit.score:.3f}] PMID {node.metadata['pmid']}: {node.metadata['title']}")
         print(f"   {node.get_content()[:200]}...")
     return hits
+
+
+# %%
+def results_table(hits: list[dict]) -> str:
+    """The hits as a Markdown table (rank, score, PMID, title, opening words)."""
+    def cell(text: str, width: int) -> str:
+        text = " ".join(str(text).split()).replace("|", "/")
+        return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+    rows = ["| rank | score | PMID | title | passage |", "|---:|---:|---|---|---|"]
+    rows += [f"| {h['rank']} | {h['score']:.3f} | {h['pmid']} | {cell(h['title'], 70)} | {cell(h['text'], 110)} |"
+             for h in hits]
+    return "\n".join(rows)
+
+
+# %%
+def embedding_space_png(qdrant_path: str, hits: list[dict], query: str, model: str | None = None) -> bytes:
+    """A PNG: every chunk vector stored in Qdrant and the query, projected on their two principal axes."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    client = QdrantClient(path=qdrant_path)  # main() closed its client: the folder can be opened again
+    try:
+        points, offset = client.scroll("pubmed", with_vectors=True, limit=256)
+        while offset is not None:
+            more, offset = client.scroll("pubmed", with_vectors=True, limit=256, offset=offset)
+            points += more
+    finally:
+        client.close()
+    vectors = np.array([p.vector for p in points], dtype=np.float32)
+    query_vector = np.array(MedeirEmbedding(model_name=model).get_query_embedding(query), dtype=np.float32)
+    matrix = np.vstack([vectors, query_vector])
+    centred = matrix - matrix.mean(axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    xy = centred @ axes[:2].T
+    rank_of = {h["pmid"]: h["rank"] for h in hits}
+    ranks = [rank_of.get(p.payload.get("pmid")) for p in points]
+    hit_rows = [i for i, r in enumerate(ranks) if r is not None]
+
+    fig = Figure(figsize=(7, 5), dpi=100)
+    ax = fig.add_subplot()
+    ax.scatter(xy[:-1, 0], xy[:-1, 1], s=12, c="0.7", label=f"{len(points)} chunks")
+    ax.scatter(xy[hit_rows, 0], xy[hit_rows, 1], s=40, c="tab:blue", label="retrieved")
+    for i in hit_rows:
+        ax.annotate(str(ranks[i]), xy[i], textcoords="offset points", xytext=(4, 4), color="tab:blue")
+    ax.scatter(xy[-1, 0], xy[-1, 1], s=160, marker="*", c="tab:red", label="query")
+    ax.set(title="Chunk embeddings (PCA of the vectors in Qdrant)", xlabel="PC 1", ylabel="PC 2")
+    ax.legend(loc="best")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
 
 
 # %%
