@@ -659,6 +659,10 @@ class MedeirVectorStore:
             report()
         finally:
             progress.close()
+        return self._finish(stats, started, optimize)
+
+    def _finish(self, stats: IndexStats, started: float, optimize: bool) -> IndexStats:
+        """End of an indexing run: build the HNSW index if asked, flush, time the run."""
         if optimize:
             began = time.perf_counter()
             self.backend.optimize(self.collection)
@@ -793,13 +797,7 @@ class MedeirVectorStore:
                 todo.append(_Pending(doc=doc, chunks=[chunk], embed_texts=[document_text(doc.title, doc.text)],
                                      key=key, ids=[point_id(doc.id, 0)]))
             self._upsert(todo, dense[start : start + batch_size], stats, batch_size)
-        if optimize:
-            began = time.perf_counter()
-            self.backend.optimize(self.collection)
-            stats.optimize_seconds = time.perf_counter() - began
-        self.backend.flush(self.collection)
-        stats.seconds = time.perf_counter() - started
-        return stats
+        return self._finish(stats, started, optimize)
 
     # -- search -------------------------------------------------------------
 

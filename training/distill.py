@@ -40,7 +40,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 import shutil
 import sys
 import time
@@ -69,7 +68,7 @@ from .common import (
     stage_parser,
 )
 from .config import DistillConfig, DistillTexts, PairData
-from .pairs import Pair, bm25_mrr, heldout_medquad_pairs, mrr_at_k
+from .pairs import _SENTENCE_END, Pair, bm25_mrr, heldout_medquad_pairs, mrr_at_k
 from .plots import plot_curves
 from .pretrain import build_optimizer, latest_checkpoint, load_checkpoint, lr_multiplier, save_checkpoint
 from .teacher import cached_teacher_embeddings, resolve_teacher
@@ -92,7 +91,6 @@ KIND_FILES = {
     "wordnet": "general/wordnet30_glosses.jsonl.gz",
     "gcide": "general/gcide.jsonl.gz",
 }
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 PASSAGE_SENTENCES = 4
 
 # ----------------------------------------------------------------------------
