@@ -26,6 +26,11 @@ from medeir_rag.integrations.haystack import (
 
 MODULE = "medeir_rag.integrations.haystack"
 CPU = {"type": "single", "device": "cpu"}
+TOKEN = {"type": "env_var", "env_vars": ["HF_API_TOKEN", "HF_TOKEN"], "strict": False}
+# the init parameters of sentence-transformers-haystack's components, with their defaults
+ST_LOADING = {"token": TOKEN, "trust_remote_code": False, "local_files_only": False, "model_kwargs": None,
+              "tokenizer_kwargs": None, "config_kwargs": None, "revision": None}
+ST_DENSE = {**ST_LOADING, "precision": "float32", "encode_kwargs": None, "quantization_ranges": None}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +44,7 @@ class TestMedeirTextEmbedder:
         assert (embedder.model, embedder.prefix, embedder.suffix, embedder.batch_size) == ("medeir-small", "", "", 32)
         assert embedder.progress_bar and not embedder.normalize_embeddings
         assert (embedder.truncate_dim, embedder.prompt_name, embedder.overlong) == (None, "query", "truncate")
-        assert (embedder.precision, embedder.backend) == ("fp32", "torch")
+        assert (embedder.compute_precision, embedder.precision, embedder.backend) == ("fp32", "float32", "torch")
         assert embedder.encoder is None  # nothing is loaded before warm_up
         with pytest.raises(TypeError):
             MedeirTextEmbedder("positional-model")
@@ -55,7 +60,7 @@ class TestMedeirTextEmbedder:
             "init_parameters": {
                 "model": str(tiny_model_dir), "device": CPU, "prefix": "Q ", "suffix": " ?", "batch_size": 4,
                 "progress_bar": False, "normalize_embeddings": True, "truncate_dim": 16, "prompt_name": "query",
-                "precision": "fp32", "backend": "torch", "overlong": "truncate",
+                "compute_precision": "fp32", "backend": "torch", "overlong": "truncate", **ST_DENSE,
             },
         }
         again = MedeirTextEmbedder.from_dict(data)
@@ -89,8 +94,8 @@ class TestMedeirDocumentEmbedder:
             "init_parameters": {
                 "model": "medeir-small", "device": CPU, "prefix": "", "suffix": "", "batch_size": 32,
                 "progress_bar": True, "normalize_embeddings": False, "truncate_dim": None, "prompt_name": "document",
-                "precision": "fp32", "backend": "torch", "overlong": "truncate", "meta_fields_to_embed": ["title"],
-                "embedding_separator": " | ",
+                "compute_precision": "fp32", "backend": "torch", "overlong": "truncate", "meta_fields_to_embed": ["title"],
+                "embedding_separator": " | ", **ST_DENSE,
             },
         }
         assert MedeirDocumentEmbedder.from_dict(data).to_dict() == data
@@ -147,7 +152,8 @@ class TestMedeirSimilarityRanker:
                 "model": "medeir-small-reranker", "device": CPU, "top_k": 3, "query_prefix": "", "query_suffix": "",
                 "document_prefix": "", "document_suffix": "", "meta_fields_to_embed": [], "embedding_separator": "\n",
                 "scale_score": True, "score_threshold": 0.1, "batch_size": 16, "max_length": None,
-                "precision": "fp32", "backend": "torch",
+                "precision": "fp32", "backend": "torch", "token": TOKEN, "trust_remote_code": False,
+                "model_kwargs": None, "tokenizer_kwargs": None, "config_kwargs": None,
             },
         }
         assert MedeirSimilarityRanker.from_dict(data).to_dict() == data
