@@ -1,4 +1,4 @@
-"""LlamaIndex components: ``MedeirEmbedding``, ``MedeirTokenWindowSplitter``, ``MedeirRerank``.
+"""LlamaIndex components: ``MedeirEmbedding``, ``MedeirTokenWindowSplitter``, ``MedeirRerank``, hybrid Qdrant.
 
 Drop-in replacements for ``HuggingFaceEmbedding``, ``SentenceSplitter``/``TokenTextSplitter``
 and ``SentenceTransformerRerank``, with the same parameter names::
@@ -7,11 +7,16 @@ and ``SentenceTransformerRerank``, with the same parameter names::
     from medeir_rag.integrations.llama_index import MedeirEmbedding, MedeirRerank, MedeirTokenWindowSplitter
 
     Settings.embed_model = MedeirEmbedding(model_name="path/to/medeir-st")
-    Settings.node_parser = MedeirTokenWindowSplitter(model_name="path/to/medeir-st", chunk_size=2048)
+    Settings.node_parser = MedeirTokenWindowSplitter(model_name="path/to/medeir-st", chunk_size=512)
     index = VectorStoreIndex.from_documents(documents)
     engine = index.as_query_engine(
         similarity_top_k=20, node_postprocessors=[MedeirRerank(model="path/to/medeir-reranker", top_n=5)]
     )
+
+Hybrid search inside LlamaIndex: ``medeir_qdrant_vector_store(client, "pubmed")`` is a
+``QdrantVectorStore(enable_hybrid=True)`` whose sparse side is ours (``medeir_sparse_doc_fn``,
+``medeir_sparse_query_fn``, ``medeir_hybrid_fusion_fn``); query it with
+``index.as_retriever(vector_store_query_mode="hybrid", similarity_top_k=..., sparse_top_k=...)``.
 
 Design choices:
 
@@ -26,16 +31,29 @@ Design choices:
   ``SentenceSplitter`` does) against ``chunk_size``, and ``chunk_size`` itself must fit the
   model window together with the document prompt, so an embedded node is never truncated.
   ``start_char_idx``/``end_char_idx`` are the exact offsets of the cut, not a ``str.find``.
+  It emits ``CBEventType.CHUNKING`` events like ``SentenceSplitter``, and a ``chunk_size``
+  set later (``Settings.chunk_size = ...`` assigns it on the node parser) is checked against
+  the window like one given to the constructor.
+- Unknown options are refused by name (``MedeirEmbedding(embed_batchsize=8)``), not ignored.
+- **Hybrid = the store's hybrid.** The sparse vectors are ``MedeirVectorStore``'s
+  (``vector_store.sparse_document_vectors`` / ``sparse_query_vector``: BM25 term frequency
+  over the model's WordPiece ids, Qdrant's ``Modifier.IDF`` supplying the IDF), and fusion is
+  ``fusion.convex_combination`` with the model's ``hybrid.json`` alpha, so LlamaIndex ranks as
+  ``medeir query --mode hybrid`` does (given the same candidate depths). LlamaIndex creates
+  its sparse vector without IDF unless told, which would turn our weights into plain term
+  frequencies: ``medeir_qdrant_vector_store`` passes the IDF ``sparse_config`` and sets the
+  modifier on an existing collection that lacks it.
 """
 
 import asyncio
+import difflib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding
-    from llama_index.core.bridge.pydantic import Field, PrivateAttr
+    from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
     from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
     from llama_index.core.instrumentation import get_dispatcher
     from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
@@ -44,6 +62,7 @@ try:
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
     from llama_index.core.schema import BaseNode, MetadataMode, NodeWithScore, QueryBundle, TextNode
     from llama_index.core.utils import get_tqdm_iterable
+    from llama_index.core.vector_stores.types import VectorStoreQueryResult
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError(
         f"llama-index-core is not installed ({error}); install it with: pip install 'medeir_rag[llamaindex]'"
@@ -51,16 +70,29 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 
 from medeir_rag.chunking import DEFAULT_BOUNDARY_FRACTION, Chunk, chunk_text, count_tokens
 from medeir_rag.encode import OVERLONG_POLICIES, encode
-from medeir_rag.errors import check_text
+from medeir_rag.errors import InvalidArgumentError, check_text
+from medeir_rag.fusion import HybridWeights, convex_combination, load_hybrid_weights
 from medeir_rag.integrations._shared import get_encoder, get_reranker, get_token_window
-from medeir_rag.model_files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME
+from medeir_rag.model_files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME, resolve_model_path
 from medeir_rag.precision import check_options
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
 
 DEFAULT_EMBED_BATCH_SIZE = 64
+DEFAULT_CHUNK_SIZE = 512  # tokens; why: MedeirTokenWindowSplitter's docstring
 SMALL_CHUNK_WARNING = 50
+
+BatchSparseEncoding = tuple[list[list[int]], list[list[float]]]  # llama_index.vector_stores.qdrant.utils'
+
+
+def _refuse_unknown(owner: str, given: Sequence[str], known: Sequence[str]) -> None:
+    """Raise ``InvalidArgumentError`` naming the first option of ``given`` that is not in ``known``."""
+    for name in given:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known options: {', '.join(sorted(known))}"
+            raise InvalidArgumentError(f"{owner} got an unknown option {name!r}{hint}")
 
 
 # ----------------------------------------------------------------------------
@@ -103,6 +135,8 @@ class MedeirEmbedding(BaseEmbedding):
     show_progress_bar: bool = Field(default=False, description="Show a progress bar.")
     overlong: str = Field(default="truncate", description="truncate, chunk or error.")
     _encoder: Any = PrivateAttr()
+    # a misspelt option must not run with the default (BaseEmbedding's pydantic config ignores extras)
+    model_config = ConfigDict(extra="forbid")
 
     def __init__(
         self,
@@ -122,13 +156,14 @@ class MedeirEmbedding(BaseEmbedding):
         backend: str = "torch",
         **kwargs: Any,
     ) -> None:
+        _refuse_unknown("MedeirEmbedding", list(kwargs), list(type(self).model_fields))
         if overlong not in OVERLONG_POLICIES:
-            raise ValueError(f"overlong must be one of {OVERLONG_POLICIES}, got {overlong!r}")
+            raise InvalidArgumentError(f"overlong must be one of {OVERLONG_POLICIES}, got {overlong!r}")
         precision = check_options(precision, backend, dtype=dtype, owner="MedeirEmbedding")
         encoder = get_encoder(model_name, device, precision=precision, backend=backend)
         hidden = encoder.model.config.hidden_size
         if truncate_dim is not None and not 0 < truncate_dim <= hidden:
-            raise ValueError(f"truncate_dim must be in 1..{hidden}, got {truncate_dim}")
+            raise InvalidArgumentError(f"truncate_dim must be in 1..{hidden}, got {truncate_dim}")
         if query_instruction is None:
             query_instruction = encoder.prompts.get("query", "")
         if text_instruction is None:
@@ -195,18 +230,35 @@ class MedeirEmbedding(BaseEmbedding):
 # Splitter
 
 
+def _check_overlap(chunk_overlap: int, chunk_size: int) -> None:
+    if chunk_overlap >= chunk_size:
+        raise InvalidArgumentError(f"chunk_overlap ({chunk_overlap}) must be smaller than chunk_size ({chunk_size})")
+
+
 class MedeirTokenWindowSplitter(MetadataAwareTextSplitter):
     """Cuts text into windows of the medical tokenizer's tokens, up to the model's long window.
 
+    The default ``chunk_size`` is 512 tokens, not the 8,192-token window: a LlamaIndex query
+    engine hands the LLM ``similarity_top_k`` chunks, and 20 whole-window chunks would be
+    160k tokens of context. 512 tokens holds a typical PubMed abstract (about 300 tokens)
+    or a few paragraphs of a note, so a hit is a passage that an LLM can read and cite, and
+    five hits stay near 2,500 tokens of context. The long window stays one argument away:
+    ``chunk_size=None`` is the whole window, for whole abstracts, sections or notes in one
+    chunk (then lower ``similarity_top_k`` or rerank).
+
     Args:
-        chunk_size: tokens per chunk *including* the node's metadata string; ``None`` is the
-            whole window (8,192 minus special tokens minus the document prompt).
+        chunk_size: tokens per chunk *including* the node's metadata string (default 512, or
+            the window when the model's is smaller); ``None`` is the whole window (8,192
+            minus special tokens minus the document prompt). Larger values are refused,
+            also when set later (``Settings.chunk_size = ...``): a chunk over the window would
+            be truncated by the embedder, silently dropping its end from the index.
         chunk_overlap: tokens repeated at the start of the next chunk.
         model_name: the model whose tokenizer, window and prompt apply; ``None`` uses the
             tokenizer shipped with the package and the 8,192-token window.
         boundary_fraction: look back this share of a window for a paragraph or sentence end.
         include_metadata, include_prev_next_rel, id_func, callback_manager: as in
-            ``SentenceSplitter``.
+            ``SentenceSplitter``; ``callback_manager`` receives a ``CBEventType.CHUNKING``
+            event per text cut, as ``SentenceSplitter`` sends.
     """
 
     chunk_size: int = Field(description="Tokens per chunk, metadata string included.", gt=0)
@@ -217,7 +269,7 @@ class MedeirTokenWindowSplitter(MetadataAwareTextSplitter):
 
     def __init__(
         self,
-        chunk_size: int | None = None,
+        chunk_size: int | None = DEFAULT_CHUNK_SIZE,
         chunk_overlap: int = 0,
         model_name: str | None = None,
         boundary_fraction: float = DEFAULT_BOUNDARY_FRACTION,
@@ -227,9 +279,10 @@ class MedeirTokenWindowSplitter(MetadataAwareTextSplitter):
         id_func: Any | None = None,
     ) -> None:
         window = get_token_window(model_name)
+        if chunk_size == DEFAULT_CHUNK_SIZE:  # the default adapts to a model with a shorter window
+            chunk_size = min(chunk_size, window.max_chunk_size)
         chunk_size = window.resolve_chunk_size(chunk_size)
-        if chunk_overlap >= chunk_size:
-            raise ValueError(f"chunk_overlap ({chunk_overlap}) must be smaller than chunk_size ({chunk_size})")
+        _check_overlap(chunk_overlap, chunk_size)
         super().__init__(
             chunk_size=chunk_size,
             chunk_overlap=chunk_overlap,
@@ -241,6 +294,19 @@ class MedeirTokenWindowSplitter(MetadataAwareTextSplitter):
             id_func=id_func,
         )
         self._window = window
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # ``Settings.chunk_size = n`` is ``Settings.node_parser.chunk_size = n``, and pydantic does
+        # not validate assignments here: check it as the constructor does
+        if name == "chunk_size":
+            try:
+                value = self._window.resolve_chunk_size(value)
+            except InvalidArgumentError as error:
+                raise InvalidArgumentError(f"{type(self).__name__}.chunk_size (or Settings.chunk_size): {error}") from None
+            _check_overlap(self.chunk_overlap, value)
+        elif name == "chunk_overlap":
+            _check_overlap(value, self.chunk_size)
+        super().__setattr__(name, value)
 
     @classmethod
     def from_defaults(cls, **kwargs: Any) -> "MedeirTokenWindowSplitter":
@@ -267,11 +333,16 @@ class MedeirTokenWindowSplitter(MetadataAwareTextSplitter):
                 "Metadata takes %d of %d tokens; chunks will have at most %d tokens of text", reserved,
                 self.chunk_size, budget,
             )
+        if not text:
+            return []
         overlap = min(self.chunk_overlap, budget - 1)
-        return chunk_text(
-            text, self.tokenizer, self.chunk_size, overlap, reserved_tokens=reserved,
-            boundary_fraction=self.boundary_fraction,
-        )
+        with self.callback_manager.event(CBEventType.CHUNKING, payload={EventPayload.CHUNKS: [text]}) as event:
+            chunks = chunk_text(
+                text, self.tokenizer, self.chunk_size, overlap, reserved_tokens=reserved,
+                boundary_fraction=self.boundary_fraction,
+            )
+            event.on_end(payload={EventPayload.CHUNKS: [c.text for c in chunks]})
+        return chunks
 
     def split_text(self, text: str) -> list[str]:
         return [c.text for c in self._chunks(text, "")]
@@ -391,4 +462,151 @@ class MedeirRerank(BaseNodePostprocessor):
         return new_nodes
 
 
-__all__ = ["MedeirEmbedding", "MedeirRerank", "MedeirTokenWindowSplitter"]
+# ----------------------------------------------------------------------------
+# Hybrid search with llama-index-vector-stores-qdrant
+
+
+def _model_dir(model_name: str | None) -> str:
+    return str(resolve_model_path(model_name, default=DEFAULT_MODEL_NAME))
+
+
+def _texts(function: str, texts: Any) -> list[str]:
+    if not isinstance(texts, (list, tuple)):  # medeir_sparse_doc_fn passed itself, not its result
+        raise InvalidArgumentError(
+            f"{function} expects a list of texts, got {type(texts).__name__}; pass {function.split('(')[0]}"
+            "(model_name) (its result), not the factory, as QdrantVectorStore's function"
+        )
+    for index, text in enumerate(texts):
+        check_text(text, f"texts[{index}]")
+    return list(texts)
+
+
+def medeir_sparse_doc_fn(model_name: str | None = None) -> Callable[[list[str]], BatchSparseEncoding]:
+    """The ``sparse_doc_fn`` for ``QdrantVectorStore``: ``MedeirVectorStore``'s document sparse vectors.
+
+    ``texts -> (indices per text, values per text)``: BM25 term-frequency weights over the
+    model's WordPiece ids (``vector_store.sparse_document_vectors``). They need Qdrant's IDF
+    modifier on the sparse vector (``medeir_qdrant_vector_store`` sets it). Only the
+    tokenizer is loaded.
+    """
+    from medeir_rag.vector_store import sparse_document_vectors
+
+    tokenizer = get_token_window(_model_dir(model_name)).tokenizer
+
+    def sparse_doc_fn(texts: list[str]) -> BatchSparseEncoding:
+        pairs = sparse_document_vectors(tokenizer, _texts("medeir_sparse_doc_fn(...)", texts))
+        return [list(i) for i, _ in pairs], [list(v) for _, v in pairs]
+
+    return sparse_doc_fn
+
+
+def medeir_sparse_query_fn(model_name: str | None = None) -> Callable[[list[str]], BatchSparseEncoding]:
+    """The ``sparse_query_fn`` for ``QdrantVectorStore``: weight 1 per distinct query token, as our store."""
+    from medeir_rag.vector_store import sparse_query_vector
+
+    tokenizer = get_token_window(_model_dir(model_name)).tokenizer
+
+    def sparse_query_fn(texts: list[str]) -> BatchSparseEncoding:
+        pairs = [sparse_query_vector(tokenizer, t) for t in _texts("medeir_sparse_query_fn(...)", texts)]
+        return [list(i) for i, _ in pairs], [list(v) for _, v in pairs]
+
+    return sparse_query_fn
+
+
+def medeir_hybrid_fusion_fn(model_name: str | None = None, alpha: float | None = None) -> Callable[..., Any]:
+    """The ``hybrid_fusion_fn`` for ``QdrantVectorStore``: ``fusion.convex_combination`` with the model's alpha.
+
+    ``alpha`` (the dense side's weight) defaults to the model's ``hybrid.json`` (0.6 for the
+    bundled model; 0.5 without the file). The ``alpha`` LlamaIndex passes at query time is
+    not used: ``QdrantVectorStore`` sends 0.5 when the query sets none, so it cannot tell a
+    chosen 0.5 from no choice; give another weight here instead. Each side is min-max
+    normalised over its own candidates (``similarity_top_k`` dense, ``sparse_top_k`` sparse);
+    with both at 100, the store's candidate depth, the ranking is ``medeir query --mode hybrid``'s.
+    """
+    weights = load_hybrid_weights(_model_dir(model_name)) if alpha is None else HybridWeights(alpha=alpha)
+
+    def hybrid_fusion_fn(
+        dense_result: VectorStoreQueryResult, sparse_result: VectorStoreQueryResult, **kwargs: Any
+    ) -> VectorStoreQueryResult:
+        nodes: dict[str, BaseNode] = {}
+        sides: list[dict[str, float]] = []
+        for result in (dense_result, sparse_result):
+            side: dict[str, float] = {}
+            for node, score in zip(result.nodes or [], result.similarities or [], strict=True):
+                nodes.setdefault(node.node_id, node)
+                side[node.node_id] = float(score)
+            sides.append(side)
+        fused = convex_combination(sides[0], sides[1], weights.alpha, kwargs.get("top_k"))
+        return VectorStoreQueryResult(nodes=[nodes[i] for i in fused], similarities=list(fused.values()),
+                                      ids=list(fused))
+
+    hybrid_fusion_fn.alpha = weights.alpha  # type: ignore[attr-defined]  # what a caller may want to log
+    return hybrid_fusion_fn
+
+
+_STORE_SETS = ("enable_hybrid", "sparse_doc_fn", "sparse_query_fn", "hybrid_fusion_fn", "sparse_config",
+               "fastembed_sparse_model")
+
+
+def medeir_qdrant_vector_store(
+    client: Any = None, collection_name: str = "medeir", model_name: str | None = None, *,
+    alpha: float | None = None, **kwargs: Any,
+) -> Any:
+    """A ``QdrantVectorStore(enable_hybrid=True)`` with medeir's sparse side and fusion, its sparse vector IDF-weighted.
+
+    Args:
+        client: a ``qdrant_client.QdrantClient`` (``":memory:"``, ``path=`` or ``url=``).
+        collection_name: created by LlamaIndex on the first insert, with ``Modifier.IDF`` on
+            its sparse vector; an existing hybrid collection without the modifier gets it
+            (the stored weights are unchanged: Qdrant applies IDF at query time).
+        model_name: the embedding model (``None``: bundled); its tokenizer makes the sparse
+            vectors and its ``hybrid.json`` gives alpha. Use the same model in ``MedeirEmbedding``.
+        alpha: dense weight overriding the model's (see ``medeir_hybrid_fusion_fn``).
+        kwargs: any other ``QdrantVectorStore`` argument (``aclient``, ``batch_size``,
+            ``dense_vector_name``, ...); the sparse ones are set here and refused.
+
+    Raises:
+        InvalidArgumentError: a sparse argument in ``kwargs``, or an existing collection that
+            has no sparse vector of that name (built without ``enable_hybrid``).
+    """
+    try:
+        from llama_index.vector_stores.qdrant import QdrantVectorStore
+        from qdrant_client import models
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"llama-index-vector-stores-qdrant is not installed ({error}); "
+            "install it with: pip install 'medeir_rag[llamaindex]'"
+        ) from error
+    for name in _STORE_SETS:
+        if name in kwargs:
+            raise InvalidArgumentError(f"medeir_qdrant_vector_store sets {name} itself; leave it out")
+    idf = models.SparseVectorParams(index=models.SparseIndexParams(), modifier=models.Modifier.IDF)
+    store = QdrantVectorStore(
+        collection_name=collection_name, client=client, enable_hybrid=True,
+        sparse_doc_fn=medeir_sparse_doc_fn(model_name), sparse_query_fn=medeir_sparse_query_fn(model_name),
+        hybrid_fusion_fn=medeir_hybrid_fusion_fn(model_name, alpha), sparse_config=idf, **kwargs,
+    )
+    if client is not None and client.collection_exists(collection_name):
+        sparse = client.get_collection(collection_name).config.params.sparse_vectors or {}
+        if store.sparse_vector_name not in sparse:
+            raise InvalidArgumentError(
+                f"collection {collection_name!r} has no sparse vector {store.sparse_vector_name!r} (built without "
+                "enable_hybrid); index into a new collection name for hybrid search"
+            )
+        if sparse[store.sparse_vector_name].modifier != models.Modifier.IDF:
+            logger.warning("collection %r: setting Modifier.IDF on sparse vector %r (medeir's sparse weights need it)",
+                           collection_name, store.sparse_vector_name)
+            client.update_collection(collection_name, sparse_vectors_config={store.sparse_vector_name: idf})
+    return store
+
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "MedeirEmbedding",
+    "MedeirRerank",
+    "MedeirTokenWindowSplitter",
+    "medeir_hybrid_fusion_fn",
+    "medeir_qdrant_vector_store",
+    "medeir_sparse_doc_fn",
+    "medeir_sparse_query_fn",
+]
