@@ -17,10 +17,13 @@ from haystack.utils import ComponentDevice
 from medeir_rag.chunking import count_tokens
 from medeir_rag.documents import read_sample_corpus
 from medeir_rag.encoder import MedeirEncoder
+from medeir_rag.errors import InvalidArgumentError, MissingPathError
 from medeir_rag.integrations.haystack import (
     MedeirDocumentEmbedder,
     MedeirDocumentSplitter,
     MedeirSimilarityRanker,
+    MedeirSparseDocumentEmbedder,
+    MedeirSparseTextEmbedder,
     MedeirTextEmbedder,
 )
 
@@ -283,3 +286,197 @@ def test_qdrant_pipelines_run_and_serialise(tiny_model_dir, tiny_reranker_dir):
         assert loaded["components"] == original["components"]
         edges = sorted((c["sender"], c["receiver"]) for c in original["connections"])
         assert sorted((c["sender"], c["receiver"]) for c in loaded["connections"]) == edges
+
+
+# ----------------------------------------------------------------------------
+# Drop-in parity with sentence-transformers-haystack's init parameters
+
+
+class TestSentenceTransformersParity:
+    def test_every_st_init_parameter_is_accepted(self, tiny_model_dir):
+        import inspect
+
+        from haystack_integrations.components.embedders.sentence_transformers import (
+            SentenceTransformersDocumentEmbedder,
+            SentenceTransformersSparseDocumentEmbedder,
+            SentenceTransformersSparseTextEmbedder,
+            SentenceTransformersTextEmbedder,
+        )
+        from haystack_integrations.components.rankers.sentence_transformers import (
+            SentenceTransformersSimilarityRanker,
+        )
+
+        pairs = [(SentenceTransformersTextEmbedder, MedeirTextEmbedder),
+                 (SentenceTransformersDocumentEmbedder, MedeirDocumentEmbedder),
+                 (SentenceTransformersSparseTextEmbedder, MedeirSparseTextEmbedder),
+                 (SentenceTransformersSparseDocumentEmbedder, MedeirSparseDocumentEmbedder),
+                 (SentenceTransformersSimilarityRanker, MedeirSimilarityRanker)]
+        for theirs, ours in pairs:
+            missing = set(inspect.signature(theirs.__init__).parameters) - set(inspect.signature(ours.__init__).parameters)
+            assert not missing, (ours.__name__, missing)
+            ours_params = inspect.signature(ours.__init__).parameters
+            assert all(p.kind is p.KEYWORD_ONLY for name, p in ours_params.items() if name != "self")
+
+    def test_options_our_model_cannot_honour_are_refused_by_name(self, tiny_model_dir):
+        model = str(tiny_model_dir)
+        refused = [
+            ({"revision": "main"}, "revision='main' applies to hub models only"),
+            ({"model_kwargs": {"torch_dtype": "bfloat16"}}, r"model_kwargs keys \['torch_dtype'\].*compute_precision"),
+            ({"tokenizer_kwargs": {"model_max_length": 128}}, r"tokenizer_kwargs keys \['model_max_length'\]"),
+            ({"config_kwargs": {"hidden_dropout_prob": 0.0}}, r"config_kwargs keys"),
+            ({"encode_kwargs": {"convert_to_tensor": True}}, r"encode_kwargs keys \['convert_to_tensor'\]"),
+            ({"precision": "bf16"}, "use compute_precision='bf16'"),
+            ({"precision": "int8"}, "needs quantization_ranges.*compute_precision='int8'"),
+            ({"backend": "openvino"}, "backend must be one of"),
+            ({"compute_precision": "q4"}, "compute_precision must be one of"),
+        ]
+        for kwargs, message in refused:
+            with pytest.raises(InvalidArgumentError, match=message) as caught:
+                MedeirTextEmbedder(model=model, **kwargs)
+            assert "\n" not in str(caught.value)
+        with pytest.raises(InvalidArgumentError, match="model_kwargs"):
+            MedeirSparseDocumentEmbedder(model=model, model_kwargs={"torch_dtype": "auto"})
+        with pytest.raises(InvalidArgumentError, match=r"model_kwargs keys \['x'\].*use precision="):
+            MedeirSimilarityRanker(model=model, model_kwargs={"x": 1})
+        # accepted, with the meaning they have here (no remote code runs; empty dicts are no options)
+        MedeirDocumentEmbedder(model=model, trust_remote_code=True, local_files_only=True, model_kwargs={},
+                               tokenizer_kwargs={}, config_kwargs={}, token=None)
+
+    def test_hub_options_go_to_the_hub_download(self, monkeypatch):
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        embedder = MedeirTextEmbedder(model="hf:medeir/not-cached", revision="v1", local_files_only=True)
+        with pytest.raises(MissingPathError, match=r"hub model 'medeir/not-cached'.*revision='v1'"):
+            embedder.warm_up()
+
+    def test_output_precision_is_haystacks(self, tiny_model_dir, encoder):
+        from sentence_transformers.quantization import quantize_embeddings
+
+        model, cpu = str(tiny_model_dir), ComponentDevice.from_str("cpu")
+        floats = np.asarray(MedeirTextEmbedder(model=model, device=cpu, progress_bar=False).run("asthma")["embedding"])
+        binary = MedeirTextEmbedder(model=model, device=cpu, precision="ubinary", progress_bar=False)
+        packed = binary.run("asthma")["embedding"]
+        assert len(packed) == 64 // 8 and all(isinstance(v, int) for v in packed)
+        assert packed == quantize_embeddings(floats[None], precision="ubinary")[0].tolist()
+        ranges = [[-0.5] * 64, [0.5] * 64]
+        int8 = MedeirTextEmbedder(model=model, device=cpu, precision="int8", quantization_ranges=ranges,
+                                  progress_bar=False)
+        values = int8.run("asthma")["embedding"]
+        assert values == quantize_embeddings(floats[None], precision="int8", ranges=np.asarray(ranges))[0].tolist()
+        data = int8.to_dict()
+        assert data["init_parameters"]["quantization_ranges"] == ranges
+        assert MedeirTextEmbedder.from_dict(data).to_dict() == data
+        no_prompt = MedeirTextEmbedder(model=model, device=cpu, encode_kwargs={"prompt": ""}, progress_bar=False)
+        np.testing.assert_allclose(no_prompt.run("asthma")["embedding"], encoder.encode(["asthma"])[0], atol=1e-5)
+
+    def test_compute_precision_and_old_pipeline_files(self, tiny_model_dir):
+        embedder = MedeirTextEmbedder(model=str(tiny_model_dir), compute_precision="int8")
+        data = embedder.to_dict()
+        assert data["init_parameters"]["compute_precision"] == "int8"
+        assert data["init_parameters"]["precision"] == "float32"
+        old = {**data, "init_parameters": {k: v for k, v in data["init_parameters"].items()
+                                           if k in ("model", "prompt_name", "backend")}}
+        old["init_parameters"]["precision"] = "int8"  # a file written when precision was the compute precision
+        with pytest.warns(DeprecationWarning, match="now named compute_precision"):
+            loaded = MedeirTextEmbedder.from_dict(old)
+        assert (loaded.compute_precision, loaded.precision) == ("int8", "float32")
+        with pytest.warns(DeprecationWarning, match="use compute_precision='fp16'"):
+            assert MedeirTextEmbedder(model=str(tiny_model_dir), dtype="float16").compute_precision == "fp16"
+
+
+# ----------------------------------------------------------------------------
+# Sparse embedders: the store's own weights, with Qdrant's IDF
+
+
+class TestSparseEmbedders:
+    def test_to_dict_and_from_dict(self, tiny_model_dir):
+        text = MedeirSparseTextEmbedder(model=str(tiny_model_dir), device=ComponentDevice.from_str("cpu"), prefix="q ")
+        assert text.to_dict() == {
+            "type": f"{MODULE}.MedeirSparseTextEmbedder",
+            "init_parameters": {"model": str(tiny_model_dir), "device": CPU, "prefix": "q ", "suffix": "",
+                                "backend": "torch", **ST_LOADING},
+        }
+        documents = MedeirSparseDocumentEmbedder(device=ComponentDevice.from_str("cpu"), meta_fields_to_embed=["title"])
+        assert documents.to_dict() == {
+            "type": f"{MODULE}.MedeirSparseDocumentEmbedder",
+            "init_parameters": {"model": "medeir-small", "device": CPU, "prefix": "", "suffix": "", "batch_size": 32,
+                                "progress_bar": True, "meta_fields_to_embed": ["title"], "embedding_separator": "\n",
+                                "backend": "torch", **ST_LOADING},
+        }
+        for component in (text, documents):
+            assert type(component).from_dict(component.to_dict()).to_dict() == component.to_dict()
+        assert documents.tokenizer is None  # nothing loaded before warm_up
+
+    def test_vectors_are_the_stores(self, tiny_model_dir, encoder):
+        from haystack.dataclasses import SparseEmbedding
+
+        from medeir_rag.vector_store import sparse_document_vectors, sparse_query_vector
+
+        embedder = MedeirSparseDocumentEmbedder(model=str(tiny_model_dir), meta_fields_to_embed=["title"],
+                                                embedding_separator=" ", batch_size=2, progress_bar=False)
+        docs = [Document(content=f"Gout attack {i} treated with colchicine.", meta={"title": f"Gout {i}"})
+                for i in range(5)]
+        out = embedder.run(docs)["documents"]
+        expected = sparse_document_vectors(encoder.tokenizer, [f"Gout {i} Gout attack {i} treated with colchicine."
+                                                               for i in range(5)])
+        assert [(d.sparse_embedding.indices, d.sparse_embedding.values) for d in out] == expected
+        assert all(d.sparse_embedding is None for d in docs) and embedder.run([])["documents"] == []
+        query = MedeirSparseTextEmbedder(model=str(tiny_model_dir)).run("colchicine for gout")["sparse_embedding"]
+        assert isinstance(query, SparseEmbedding)
+        assert (query.indices, query.values) == sparse_query_vector(encoder.tokenizer, "colchicine for gout")
+        with pytest.raises(TypeError, match="MedeirSparseDocumentEmbedder"):
+            MedeirSparseTextEmbedder(model=str(tiny_model_dir)).run([Document(content="x")])
+        with pytest.raises(TypeError, match="MedeirSparseTextEmbedder"):
+            embedder.run("text")
+
+
+def test_hybrid_pipeline_over_qdrant_matches_the_stores_sparse_scores(tiny_model_dir):
+    from haystack_integrations.components.retrievers.qdrant import (
+        QdrantHybridRetriever,
+        QdrantSparseEmbeddingRetriever,
+    )
+    from haystack_integrations.document_stores.qdrant import QdrantDocumentStore
+
+    from medeir_rag.documents import SourceDocument
+    from medeir_rag.integrations.haystack import QDRANT_SPARSE_OPTIONS
+    from medeir_rag.vector_store import MedeirVectorStore
+
+    model, cpu = str(tiny_model_dir), ComponentDevice.from_str("cpu")
+    corpus = list(read_sample_corpus())[:10]
+    store = QdrantDocumentStore(location=":memory:", embedding_dim=64, similarity="cosine", progress_bar=False,
+                                **QDRANT_SPARSE_OPTIONS)
+    indexing = Pipeline()
+    indexing.add_component("dense", MedeirDocumentEmbedder(model=model, device=cpu, progress_bar=False))
+    indexing.add_component("sparse", MedeirSparseDocumentEmbedder(model=model, progress_bar=False))
+    indexing.add_component("writer", DocumentWriter(document_store=store))
+    indexing.connect("dense", "sparse")
+    indexing.connect("sparse", "writer")
+    indexing.run({"dense": {"documents": [Document(content=d.text, meta={"doc_id": d.id}) for d in corpus]}})
+    sparse_config = store._client.get_collection(store.index).config.params.sparse_vectors
+    assert [v.modifier.value for v in sparse_config.values()] == ["idf"]  # Qdrant adds the IDF half of BM25
+
+    querying = Pipeline()
+    querying.add_component("dense", MedeirTextEmbedder(model=model, device=cpu, progress_bar=False))
+    querying.add_component("sparse", MedeirSparseTextEmbedder(model=model))
+    querying.add_component("retriever", QdrantHybridRetriever(document_store=store, top_k=3))
+    querying.connect("dense.embedding", "retriever.query_embedding")
+    querying.connect("sparse.sparse_embedding", "retriever.query_sparse_embedding")
+    question = corpus[6].text
+    top = querying.run({"dense": {"text": question}, "sparse": {"text": question}})["retriever"]["documents"]
+    assert top[0].meta["doc_id"] == corpus[6].id
+
+    loaded = Pipeline.loads(querying.dumps(), allowed_modules=["medeir_rag"])
+    assert loaded.to_dict()["components"] == querying.to_dict()["components"]
+
+    # the sparse side scores exactly as our own store's sparse search
+    query_words = " ".join(corpus[3].title.split()[:4])
+    sparse_query = MedeirSparseTextEmbedder(model=model).run(query_words)["sparse_embedding"]
+    theirs = QdrantSparseEmbeddingRetriever(document_store=store, top_k=5, scale_score=False).run(
+        query_sparse_embedding=sparse_query)["documents"]
+    ours_store = MedeirVectorStore(MedeirEncoder(tiny_model_dir, device="cpu"), collection="parity", path=":memory:")
+    try:
+        ours_store.index([SourceDocument(id=d.id, text=d.text) for d in corpus], show_progress=False)
+        ours = ours_store.search(query_words, mode="sparse", top_k=5)
+    finally:
+        ours_store.close()
+    assert [d.meta["doc_id"] for d in theirs] == [h.doc_id for h in ours]
+    np.testing.assert_allclose([d.score for d in theirs], [h.score for h in ours], rtol=1e-5)

@@ -47,6 +47,7 @@ def check_load_options(
     model_kwargs: dict[str, Any] | None,
     tokenizer_kwargs: dict[str, Any] | None,
     config_kwargs: dict[str, Any] | None,
+    precision_name: str = "compute_precision",
 ) -> None:
     """Refuse, by name, the built-in loading options our model cannot honour (see the module docstring)."""
     if revision is not None and not is_hub_model(model):
@@ -57,7 +58,7 @@ def check_load_options(
     for name, value in (("model_kwargs", model_kwargs), ("tokenizer_kwargs", tokenizer_kwargs),
                         ("config_kwargs", config_kwargs)):
         if value:
-            hint = "; use compute_precision=... for the dtype" if name == "model_kwargs" else ""
+            hint = f"; use {precision_name}=... for the dtype" if name == "model_kwargs" else ""
             raise InvalidArgumentError(
                 f"{owner}: {name} keys {sorted(value)} are not supported: the medeir model loads with its own "
                 f"configuration and tokenizer{hint}"

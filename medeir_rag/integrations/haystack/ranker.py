@@ -117,7 +117,7 @@ class MedeirSimilarityRanker(NoTelemetry):
             raise ValueError(f"top_k must be > 0, but got {top_k}")
         check_positive("batch_size", batch_size)
         check_load_options("MedeirSimilarityRanker", str(model), revision=None, model_kwargs=model_kwargs,
-                           tokenizer_kwargs=tokenizer_kwargs, config_kwargs=config_kwargs)
+                           tokenizer_kwargs=tokenizer_kwargs, config_kwargs=config_kwargs, precision_name="precision")
         self.model = str(model)
         self.device = ComponentDevice.resolve_device(device)
         self.token = token
