@@ -1,12 +1,15 @@
-"""LlamaIndex over PubMed abstracts with medeir: token-window chunks, Qdrant, cross-encoder reranking.
+"""LlamaIndex over PubMed abstracts with medeir: token-window chunks, Qdrant, hybrid search, reranking.
 
 Everything runs offline: the embedded Qdrant (in memory, or a folder with --qdrant-path),
 the medeir embedding model and, when --reranker names a cross-encoder folder (none is
 bundled), the medeir reranker. No LLM is called (`Settings.llm = None`,
 `response_mode="no_text"`): the script prints the retrieved evidence; plug an LLM into
-`Settings.llm` and drop `response_mode` to get synthesised answers.
+`Settings.llm` and drop `response_mode` to get synthesised answers. With --hybrid the Qdrant
+collection also holds medeir's sparse vectors (IDF-weighted) and the query fuses both sides
+with the model's alpha, as `medeir query --mode hybrid` does.
 
     python examples/llamaindex_pubmed.py                                   # 200 abstracts, bundled model
+    python examples/llamaindex_pubmed.py --hybrid                          # dense + sparse, fused
     python examples/llamaindex_pubmed.py ../shared/data/pretrain/pubmed_abstracts_bionlp.jsonl.gz \
         --limit 1000 --model out/medeir-st --reranker out/medeir-reranker --query "naloxone and clonidine"
 
@@ -28,7 +31,13 @@ from qdrant_client import QdrantClient
 
 import medeir_rag
 from medeir_rag.documents import SAMPLE_CORPUS, read_documents
-from medeir_rag.integrations.llama_index import MedeirEmbedding, MedeirRerank, MedeirTokenWindowSplitter
+from medeir_rag.integrations.llama_index import (
+    DEFAULT_CHUNK_SIZE,
+    MedeirEmbedding,
+    MedeirRerank,
+    MedeirTokenWindowSplitter,
+    medeir_qdrant_vector_store,
+)
 
 PUBMED_FILE = "pretrain/pubmed_abstracts_bionlp.jsonl.gz"  # inside the shared data folder
 DEFAULT_QUERY = "Which drugs lower blood pressure, and what reverses their effect?"
@@ -58,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=200, help="abstracts to index (default: 200)")
     parser.add_argument("--model", default=None, help="medeir sentence-transformers directory (default: bundled)")
     parser.add_argument("--reranker", default=None, help="medeir cross-encoder directory (default: no reranking)")
-    parser.add_argument("--chunk-size", type=int, default=None, help="tokens per chunk (default: the model window)")
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+                        help=f"tokens per chunk (default: {DEFAULT_CHUNK_SIZE}; 0: the whole model window)")
+    parser.add_argument("--hybrid", action="store_true",
+                        help="dense + medeir sparse vectors, fused with the model's alpha (default: dense only)")
     parser.add_argument("--qdrant-path", default=":memory:", help="embedded Qdrant folder (default: in memory)")
     parser.add_argument("--query", default=DEFAULT_QUERY, help="the question")
     parser.add_argument("--top-k", type=int, default=3, help="passages to show (default: 3)")
@@ -92,20 +104,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"{len(documents)} abstracts from {args.path}")
 
     embed_model = MedeirEmbedding(model_name=args.model)
-    splitter = MedeirTokenWindowSplitter(model_name=args.model, chunk_size=args.chunk_size)
+    splitter = MedeirTokenWindowSplitter(model_name=args.model, chunk_size=args.chunk_size or None)
     rerank = args.reranker is not None  # optional: no reranker is bundled
 
     client = QdrantClient(location=":memory:") if args.qdrant_path == ":memory:" else QdrantClient(path=args.qdrant_path)
     try:
-        store = QdrantVectorStore(client=client, collection_name="pubmed")
+        if args.hybrid:  # our sparse side, IDF modifier set, fusion with the model's alpha
+            store = medeir_qdrant_vector_store(client, "pubmed", model_name=args.model)
+        else:
+            store = QdrantVectorStore(client=client, collection_name="pubmed")
         index = VectorStoreIndex.from_documents(
             documents,
             storage_context=StorageContext.from_defaults(vector_store=store),
             embed_model=embed_model,
             transformations=[splitter],
         )
+        depth = max(4 * args.top_k, 10) if rerank else args.top_k
+        # hybrid: each side contributes 100 candidates before fusion (the store's depth), depth are kept
+        search = {"vector_store_query_mode": "hybrid", "similarity_top_k": 100, "sparse_top_k": 100,
+                  "hybrid_top_k": depth} if args.hybrid else {"similarity_top_k": depth}
         engine = index.as_query_engine(
-            similarity_top_k=max(4 * args.top_k, 10) if rerank else args.top_k,
+            **search,
             node_postprocessors=[MedeirRerank(model=args.reranker, top_n=args.top_k)] if rerank else [],
             response_mode="no_text",
         )
@@ -151,7 +170,9 @@ def embedding_space_png(qdrant_path: str, hits: list[dict], query: str, model: s
             points += more
     finally:
         client.close()
-    vectors = np.array([p.vector for p in points], dtype=np.float32)
+    # a hybrid collection names its vectors: the dense one is "text-dense"
+    vectors = np.array([p.vector["text-dense"] if isinstance(p.vector, dict) else p.vector for p in points],
+                       dtype=np.float32)
     query_vector = np.array(MedeirEmbedding(model_name=model).get_query_embedding(query), dtype=np.float32)
     matrix = np.vstack([vectors, query_vector])
     centred = matrix - matrix.mean(axis=0)

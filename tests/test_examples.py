@@ -29,6 +29,25 @@ def test_llamaindex_example(tiny_model_dir, tiny_reranker_dir, tmp_path, capsys)
     assert "20 abstracts" in capsys.readouterr().out
 
 
+def test_llamaindex_example_hybrid(tiny_model_dir, tmp_path):
+    pytest.importorskip("llama_index.vector_stores.qdrant")
+    from qdrant_client import QdrantClient, models
+
+    example = load("llamaindex_pubmed.py")
+    folder = str(tmp_path / "qdrant")
+    hits = example["main"]([str(DATA), "--limit", "12", "--model", str(tiny_model_dir), "--top-k", "3",
+                            "--qdrant-path", folder, "--hybrid", "--chunk-size", "256"])
+    assert len(hits) == 3 and all(hit["pmid"] and hit["text"] for hit in hits)
+    client = QdrantClient(path=folder)
+    try:
+        sparse = client.get_collection("pubmed").config.params.sparse_vectors
+        assert sparse["text-sparse-new"].modifier == models.Modifier.IDF  # medeir's sparse side, IDF on
+    finally:
+        client.close()
+    png = example["embedding_space_png"](folder, hits, "blood pressure", model=str(tiny_model_dir))
+    assert png.startswith(b"\x89PNG")  # the notebook's plot reads the named dense vector
+
+
 def test_haystack_example(tiny_model_dir, tiny_reranker_dir, capsys):
     pytest.importorskip("haystack_integrations.document_stores.qdrant")
     result = load("haystack_pubmed_qa.py")["main"]([
