@@ -3,12 +3,16 @@
 Two pipelines, both offline: indexing (MedeirDocumentSplitter -> MedeirDocumentEmbedder ->
 DocumentWriter into an embedded QdrantDocumentStore) and querying (MedeirTextEmbedder ->
 QdrantEmbeddingRetriever -> PromptBuilder, with a MedeirSimilarityRanker after the retriever
-when --reranker names a cross-encoder folder: none is bundled). No LLM is called: the
+when --reranker names a cross-encoder folder: none is bundled). With --hybrid the store also
+holds medeir's sparse vectors (MedeirSparseDocumentEmbedder, Qdrant's IDF switched on with
+QDRANT_SPARSE_OPTIONS) and a QdrantHybridRetriever fuses dense and sparse hits (Qdrant's RRF,
+fed by MedeirTextEmbedder and MedeirSparseTextEmbedder). No LLM is called: the
 script prints the ranked evidence and the prompt a generator would receive; connect any
 Haystack chat generator to `prompt_builder.prompt` to get an answer. The query pipeline is
 serialised to YAML and loaded back, as a deployment would do.
 
     python examples/haystack_pubmed_qa.py                                  # 200 abstracts, bundled model
+    python examples/haystack_pubmed_qa.py --hybrid                         # dense + sparse over Qdrant
     python examples/haystack_pubmed_qa.py ../shared/data/pretrain/pubmed_abstracts_bionlp.jsonl.gz \
         --limit 1000 --model out/medeir-st --reranker out/medeir-reranker --question "Does naloxone block clonidine?"
 """
@@ -24,15 +28,18 @@ from pathlib import Path
 from haystack import Document, Pipeline
 from haystack.components.builders import PromptBuilder
 from haystack.components.writers import DocumentWriter
-from haystack_integrations.components.retrievers.qdrant import QdrantEmbeddingRetriever
+from haystack_integrations.components.retrievers.qdrant import QdrantEmbeddingRetriever, QdrantHybridRetriever
 from haystack_integrations.document_stores.qdrant import QdrantDocumentStore
 
 import medeir_rag
 from medeir_rag.documents import SAMPLE_CORPUS, read_documents
 from medeir_rag.integrations.haystack import (
+    QDRANT_SPARSE_OPTIONS,
     MedeirDocumentEmbedder,
     MedeirDocumentSplitter,
     MedeirSimilarityRanker,
+    MedeirSparseDocumentEmbedder,
+    MedeirSparseTextEmbedder,
     MedeirTextEmbedder,
 )
 from medeir_rag.model_files import DEFAULT_MODEL_NAME
@@ -76,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--qdrant-path", default=None, help="embedded Qdrant folder (default: in memory)")
     parser.add_argument("--question", default=DEFAULT_QUESTION, help="the question")
     parser.add_argument("--top-k", type=int, default=3, help="passages kept (default: 3)")
+    parser.add_argument("--hybrid", action="store_true",
+                        help="dense + medeir sparse vectors, fused by QdrantHybridRetriever (default: dense only)")
     return parser
 
 
@@ -93,8 +102,9 @@ def load_documents(path: str, limit: int) -> list[Document]:
 def build_pipelines(args: argparse.Namespace) -> tuple[Pipeline, Pipeline]:
     doc_embedder = MedeirDocumentEmbedder(model=args.model, meta_fields_to_embed=["title"], progress_bar=False)
     location = {"path": args.qdrant_path} if args.qdrant_path else {"location": ":memory:"}
+    sparse = QDRANT_SPARSE_OPTIONS if args.hybrid else {}  # sparse vectors with Qdrant's IDF modifier
     store = QdrantDocumentStore(**location, embedding_dim=doc_embedder.embedding_dimension, similarity="cosine",
-                                recreate_index=True, progress_bar=False)
+                                recreate_index=True, progress_bar=False, **sparse)
 
     indexing = Pipeline()
     indexing.add_component("splitter", MedeirDocumentSplitter(model=args.model, split_length=args.split_length,
@@ -102,12 +112,23 @@ def build_pipelines(args: argparse.Namespace) -> tuple[Pipeline, Pipeline]:
     indexing.add_component("embedder", doc_embedder)
     indexing.add_component("writer", DocumentWriter(document_store=store))
     indexing.connect("splitter.documents", "embedder.documents")
-    indexing.connect("embedder.documents", "writer.documents")
+    if args.hybrid:
+        indexing.add_component("sparse_embedder", MedeirSparseDocumentEmbedder(
+            model=args.model, meta_fields_to_embed=["title"], progress_bar=False))
+        indexing.connect("embedder.documents", "sparse_embedder.documents")
+        indexing.connect("sparse_embedder.documents", "writer.documents")
+    else:
+        indexing.connect("embedder.documents", "writer.documents")
 
     querying = Pipeline()
     querying.add_component("embedder", MedeirTextEmbedder(model=args.model, progress_bar=False))
     candidates = max(4 * args.top_k, 10) if args.reranker else args.top_k
-    querying.add_component("retriever", QdrantEmbeddingRetriever(document_store=store, top_k=candidates))
+    if args.hybrid:
+        querying.add_component("sparse_embedder", MedeirSparseTextEmbedder(model=args.model))
+        querying.add_component("retriever", QdrantHybridRetriever(document_store=store, top_k=candidates))
+        querying.connect("sparse_embedder.sparse_embedding", "retriever.query_sparse_embedding")
+    else:
+        querying.add_component("retriever", QdrantEmbeddingRetriever(document_store=store, top_k=candidates))
     querying.add_component("prompt_builder", PromptBuilder(template=TEMPLATE, required_variables=["question", "documents"]))
     querying.connect("embedder.embedding", "retriever.query_embedding")
     if args.reranker:  # optional: no reranker is bundled
@@ -131,11 +152,13 @@ def main(argv: list[str] | None = None) -> dict:
     # Pipelines serialise to YAML and load back; medeir components must be allowed explicitly.
     # (The loaded copy is not run here: an embedded Qdrant store allows one open client at a time.)
     yaml_text = querying.dumps()
-    Pipeline.loads(yaml_text, allowed_modules=["medeir_rag.integrations.haystack"])
+    Pipeline.loads(yaml_text, allowed_modules=["medeir_rag"])
 
     question = args.question
     last = "ranker" if args.reranker else "retriever"
     inputs = {"embedder": {"text": question}, "prompt_builder": {"question": question}}
+    if args.hybrid:
+        inputs["sparse_embedder"] = {"text": question}
     if args.reranker:
         inputs["ranker"] = {"query": question}
     result = querying.run(inputs, include_outputs_from={last})

@@ -480,3 +480,24 @@ def test_hybrid_pipeline_over_qdrant_matches_the_stores_sparse_scores(tiny_model
         ours_store.close()
     assert [d.meta["doc_id"] for d in theirs] == [h.doc_id for h in ours]
     np.testing.assert_allclose([d.score for d in theirs], [h.score for h in ours], rtol=1e-5)
+
+
+def test_pubmed_example_hybrid(tiny_model_dir):
+    import runpy
+    from pathlib import Path
+
+    pytest.importorskip("haystack_integrations.document_stores.qdrant")
+    from medeir_rag.documents import SAMPLE_CORPUS
+
+    example = runpy.run_path(str(Path(__file__).parents[1] / "examples" / "haystack_pubmed_qa.py"))
+    corpus = list(read_sample_corpus())[:12]
+    result = example["main"]([str(SAMPLE_CORPUS), "--limit", "12", "--model", str(tiny_model_dir), "--top-k", "3",
+                              "--hybrid", "--question", corpus[5].text])
+    try:
+        assert result["documents"][0].meta["title"] == corpus[5].title
+        assert "QdrantHybridRetriever" in result["yaml"] and f"{MODULE}.MedeirSparseTextEmbedder" in result["yaml"]
+        store = result["document_store"]
+        sparse_config = store._client.get_collection(store.index).config.params.sparse_vectors
+        assert [v.modifier.value for v in sparse_config.values()] == ["idf"]
+    finally:
+        result["document_store"].close()
