@@ -6,6 +6,7 @@ Examples::
     medeir index ../shared/data/pretrain/pubmed_abstracts_bionlp.jsonl.gz --model out/st
     medeir index pubmed25n0001.xml.gz --qdrant-url http://localhost:6333 --collection pubmed
     medeir index notes/ --chunk-size 1024 --chunk-overlap 64
+    medeir index shards/ --ray auto --qdrant-url http://qdrant:6333    # embedding on a Ray cluster
     medeir index --migrate --qdrant-path old-store/    # a folder written by qdrant-client's local mode
 
 Inputs: JSON lines with ``title``/``text`` (``id``/``_id``/``pmid`` optional), plain text files,
@@ -103,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--migrate", action="store_true",
         help="convert the --qdrant-path folder written by qdrant-client's local mode (medeir before Qdrant Edge) "
         "to Qdrant Edge, copying the stored vectors (no model needed), then exit",
+    )
+    parser.add_argument(
+        "--ray", metavar="local|auto|ADDRESS", default=None,
+        help="embed on Ray Data actors (one per CPU or GPU slot) and write from here: local starts Ray on this "
+        "machine, auto joins its cluster, ADDRESS is a head (HOST:6379 or ray://HOST:10001); extra [distributed]",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -222,7 +228,7 @@ def _run(args: argparse.Namespace, state: dict[str, bool]) -> int:
     if args.limit is not None:
         documents = itertools.islice(documents, args.limit)
     model_dir = resolve_model_path(args.model)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device if args.ray is None else "cpu")  # with --ray, --device is the actors'
     if args.chunk_size is not None or args.chunk_overlap:  # the tokenizer only, not the weights
         chunk_size = load_token_window(model_dir).resolve_chunk_size(args.chunk_size)
         if args.chunk_overlap >= chunk_size:
@@ -230,7 +236,12 @@ def _run(args: argparse.Namespace, state: dict[str, bool]) -> int:
                 f"--chunk-overlap must be below the chunk size ({chunk_size}), got {args.chunk_overlap}"
             )
     backend = open_backend(args.qdrant_path, args.qdrant_url, args.qdrant_api_key, collection=args.collection)
+    ray_session = None
     try:
+        if args.ray is not None:  # before the model loads: Ray is installed and the cluster answers
+            from medeir_rag.distributed import RaySession
+
+            ray_session = RaySession.connect(args.ray)
         total = None
         if not args.no_progress:
             total = count_records(args.path)
@@ -239,19 +250,22 @@ def _run(args: argparse.Namespace, state: dict[str, bool]) -> int:
         encoder = MedeirEncoder(model_dir, device=str(device))
         store = MedeirVectorStore(encoder, collection=args.collection, backend=backend)
         state["indexing"] = True
-        stats = store.index(
-            documents,
-            chunk_size=args.chunk_size,
-            chunk_overlap=args.chunk_overlap,
-            batch_size=args.batch_size,
-            recreate=args.recreate,
-            embed_title=not args.no_title,
-            show_progress=not args.no_progress,
-            total=total,
-        )
+        options = {"chunk_size": args.chunk_size, "chunk_overlap": args.chunk_overlap, "batch_size": args.batch_size,
+                   "recreate": args.recreate, "embed_title": not args.no_title, "show_progress": not args.no_progress,
+                   "total": total}
+        if ray_session is None:
+            stats = store.index(documents, **options)
+        else:  # the readers and the embedding run on Ray; the store writes here (medeir_rag.distributed)
+            from medeir_rag.distributed import index_on_ray
+
+            stats = index_on_ray(store, args.path, model=args.model, device=args.device, limit=args.limit,
+                                 encoding_errors=args.encoding_errors, skip_invalid=args.skip_invalid,
+                                 invalid=invalid, **options)
         total = store.count()
     finally:
         backend.close()
+        if ray_session is not None:
+            ray_session.close()
 
     where = args.qdrant_url or args.qdrant_path
     if args.json:
