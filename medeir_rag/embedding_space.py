@@ -35,6 +35,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -274,7 +275,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"where analysis.json and the PNGs go (default {DEFAULT_OUTPUT_DIR})")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help=f"embedding cache (default {DEFAULT_CACHE_DIR})")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (the table's values per model) instead of the table")
     return parser
+
+
+def table_json(metrics: dict[str, dict[str, Any]], sets: list[LabelledSet]) -> dict[str, Any]:
+    """The values the Markdown table shows, per model (``medeir analyze --json``); probes as fractions."""
+    return {model: {"alignment": values["alignment"], "uniformity": values["uniformity"],
+                    "silhouette": {s.name: values["silhouette"][s.name] for s in sets},
+                    "probe": {s.name: {f: values["probe"][s.name][f]["accuracy_mean"] for f in ("1%", "10%", "100%")}
+                              for s in sets}}
+            for model, values in metrics.items()}
 
 
 def _markdown(metrics: dict[str, dict[str, Any]], sets: list[LabelledSet]) -> str:
@@ -296,6 +308,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args.json:
+        return _analyze(args, argv)[0]
+    with redirect_stdout(sys.stderr):  # stdout carries the one JSON object
+        status, table = _analyze(args, argv)
+    if table is not None:
+        print(json.dumps({"models": table, "analysis_json": str(args.output_dir / "analysis.json")}))
+    return status
+
+
+def _analyze(args: argparse.Namespace, argv: list[str]) -> tuple[int, dict[str, Any] | None]:
+    """The analysis: writes analysis.json, analysis.md and the plots, prints the table; ``(status, table_json)``."""
     started = time.perf_counter()
     import torch
 
@@ -323,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         models[minilm.name] = minilm
     if not models:
         print("medeir analyze: no model to analyse (" + "; ".join(skipped.values()) + ")", file=sys.stderr)
-        return 1
+        return 1, None
 
     questions, answers, qtypes, medquad_sha = medquad_pairs(data_dir / MEDQUAD_DIR, args.sample, args.seed)
     go_texts, go_labels, go_sha = go_terms(data_dir / GO_FILE, args.sample, args.seed)
@@ -378,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown)
     print(f"wrote {args.output_dir}/analysis.json, analysis.md, projection.png, metrics.png "
           f"in {report['wall_seconds']} s")
-    return 0
+    return 0, table_json(metrics, sets)
 
 
 if __name__ == "__main__":

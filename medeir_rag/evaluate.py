@@ -43,7 +43,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -421,7 +421,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     parser.add_argument("--seed", type=int, default=0, help="seed for python/numpy/torch (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (the table's rows: label and metrics per dataset) instead of the table")
     return parser
+
+
+def table_json(report: dict[str, Any]) -> dict[str, Any]:
+    """What the Markdown table shows, as one JSON-ready object (``medeir evaluate --json``).
+
+    ``{"results": {dataset: {"rows": {row key: {"label", metric: value, ...}}, "skipped": {...}}}}``,
+    metric keys as in ``results.json`` (``ndcg_at_10``, ...), values as fractions.
+    """
+    return {"results": {name: {"rows": {key: {"label": row["label"], **row["metrics"]} for key, row in block["rows"].items()},
+                               "skipped": block["skipped"]}
+                        for name, block in report["results"].items()}}
 
 
 def _seed_everything(seed: int) -> None:
@@ -437,6 +450,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
+    if args.json:  # stdout carries the one JSON object: whatever the libraries print goes to stderr
+        with redirect_stdout(sys.stderr):
+            report = _evaluate(args, argv)
+        print(json.dumps({**table_json(report), "results_json": str(args.output_dir / "results.json"),
+                          "results_md": str(args.output_dir / "results.md"), "wall_seconds": report["wall_seconds"]}))
+        return 0
+    report = _evaluate(args, argv)
+    print(markdown_report(report))
+    print(f"wrote {args.output_dir / 'results.json'} and results.md in {report['wall_seconds']} s "
+          f"(embedding cache: {report['cache']['hits']} hits, {report['cache']['misses']} misses)")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """Every row on every dataset; writes results.json and results.md and returns the report."""
     started = time.perf_counter()
     _seed_everything(args.seed)
     show = not args.quiet
@@ -513,12 +541,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "results.json").write_text(json.dumps(report, indent=1))
-    markdown = markdown_report(report)
-    (args.output_dir / "results.md").write_text(markdown)
-    print(markdown)
-    print(f"wrote {args.output_dir / 'results.json'} and results.md in {report['wall_seconds']} s "
-          f"(embedding cache: {cache.hits} hits, {cache.misses} misses)")
-    return 0
+    (args.output_dir / "results.md").write_text(markdown_report(report))
+    return report
 
 
 if __name__ == "__main__":

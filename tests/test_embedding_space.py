@@ -112,3 +112,19 @@ def test_analyze_without_any_model_fails_cleanly(tmp_path: Path, capsys) -> None
 
     assert main(["--data-dir", str(_write_data(tmp_path)), "--no-model", "--no-minilm"]) == 1
     assert "no model to analyse" in capsys.readouterr().err
+
+
+def test_analyze_json_prints_one_object_with_the_table_values(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
+    from medeir_rag.embedding_space import main
+
+    out = tmp_path / "analysis"
+    assert main(["--data-dir", str(_write_data(tmp_path / "data")), "--model", str(tiny_model_dir), "--no-minilm",
+                 "--sample", "20", "--min-class-size", "5", "--output-dir", str(out), "--cache-dir", str(tmp_path / "c"),
+                 "--device", "cpu", "--probe-seeds", "1", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)  # the whole of stdout is one JSON object
+    metrics = json.loads((out / "analysis.json").read_text())["metrics"]["medeir (tiny-st0)"]
+    row = printed["models"]["medeir (tiny-st0)"]
+    assert row["alignment"] == metrics["alignment"] and row["uniformity"] == metrics["uniformity"]
+    assert row["silhouette"] == metrics["silhouette"]
+    assert row["probe"]["go_namespace"]["10%"] == metrics["probe"]["go_namespace"]["10%"]["accuracy_mean"]
+    assert printed["analysis_json"] == str(out / "analysis.json")

@@ -322,3 +322,17 @@ def test_evaluate_and_tune_hybrid_rankings_are_the_store_search(beir_dir, tiny_m
             assert sweep["sparse"][query_id] == pytest.approx(runs["bm25_medeir"][query_id], abs=1e-5)
             # the reranked row reorders the hybrid top 5
             assert set(runs["medeir_rerank"][query_id]) == set(list(runs["hybrid"][query_id])[:5])
+
+
+def test_json_prints_one_object_with_the_table_rows(beir_dir, tmp_path, capsys) -> None:
+    from medeir_rag.evaluate import main
+
+    out = tmp_path / "out"
+    assert main([str(beir_dir), "--output-dir", str(out), "--cache-dir", str(tmp_path / "c"), "--quiet", "--device", "cpu",
+                 "--model", str(tmp_path / "no-such-model"), "--no-minilm", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)  # the whole of stdout is one JSON object
+    report = json.loads((out / "results.json").read_text())
+    row = report["results"]["tinymed"]["rows"]["bm25"]
+    assert printed["results"]["tinymed"]["rows"] == {"bm25": {"label": row["label"], **row["metrics"]}}
+    assert set(printed["results"]["tinymed"]["skipped"]) == set(report["results"]["tinymed"]["skipped"])
+    assert printed["results_json"] == str(out / "results.json") and printed["results_md"] == str(out / "results.md")
