@@ -8,6 +8,7 @@ from typing import Any
 from haystack import Document, component
 from haystack.utils import ComponentDevice, Secret
 
+from medeir_rag.errors import InvalidArgumentError
 from medeir_rag.integrations.haystack._dense import (
     Backend,
     ComputePrecision,
@@ -126,11 +127,15 @@ class MedeirDocumentEmbedder(DenseEmbedderBase):
         :param documents: Documents to embed.
         :returns: A dictionary with the key `documents`: copies of the Documents with their embeddings.
         :raises TypeError: if the input is not a list of Documents.
+        :raises InvalidArgumentError: if a Document's content is None (its ID is named).
         """
         check_documents(documents, "MedeirDocumentEmbedder", "MedeirTextEmbedder")
         if self.encoder is None:
             self.warm_up()
         if not documents:
             return {"documents": []}
+        empty = next((doc for doc in documents if doc.content is None), None)
+        if empty is not None:  # an empty vector would be stored as if it were this document's text
+            raise InvalidArgumentError(f"MedeirDocumentEmbedder: document ID {empty.id} has no content (None)")
         embeddings = self._embed([self._text(doc) for doc in documents])
         return {"documents": [replace(doc, embedding=emb) for doc, emb in zip(documents, embeddings, strict=True)]}

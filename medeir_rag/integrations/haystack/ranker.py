@@ -15,6 +15,7 @@ from typing import Any
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils import ComponentDevice, Secret
 
+from medeir_rag.errors import InvalidArgumentError
 from medeir_rag.integrations._shared import get_reranker
 from medeir_rag.integrations.haystack._dense import Backend, ComputePrecision
 from medeir_rag.integrations.haystack._loading import (
@@ -114,7 +115,7 @@ class MedeirSimilarityRanker(NoTelemetry):
         :raises ValueError: if `top_k` is not > 0, or `precision`/`backend` is not one of the names above.
         """
         if top_k <= 0:
-            raise ValueError(f"top_k must be > 0, but got {top_k}")
+            raise InvalidArgumentError(f"top_k must be > 0, but got {top_k}")
         check_positive("batch_size", batch_size)
         check_load_options("MedeirSimilarityRanker", str(model), revision=None, model_kwargs=model_kwargs,
                            tokenizer_kwargs=tokenizer_kwargs, config_kwargs=config_kwargs, precision_name="precision")
@@ -219,7 +220,7 @@ class MedeirSimilarityRanker(NoTelemetry):
         if not documents:
             return {"documents": []}
         if top_k is not None and top_k <= 0:
-            raise ValueError(f"top_k must be > 0, but got {top_k}")
+            raise InvalidArgumentError(f"top_k must be > 0, but got {top_k}")
         top_k = self.top_k if top_k is None else top_k
         scale_score = self.scale_score if scale_score is None else scale_score
         score_threshold = self.score_threshold if score_threshold is None else score_threshold

@@ -17,6 +17,7 @@ from typing import Any
 from haystack import Document, component, default_from_dict, default_to_dict
 
 from medeir_rag.chunking import DEFAULT_BOUNDARY_FRACTION, chunk_text, count_tokens
+from medeir_rag.errors import InvalidArgumentError
 from medeir_rag.integrations._shared import get_token_window
 from medeir_rag.integrations.haystack._loading import PUBLIC_MODULE, check_documents, meta_text
 
@@ -180,7 +181,7 @@ class MedeirDocumentSplitter:
         split: list[Document] = []
         for doc in documents:
             if doc.content is None:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"MedeirDocumentSplitter only works with text documents but content for document ID {doc.id} is None."
                 )
             chunks = self._split(doc)
