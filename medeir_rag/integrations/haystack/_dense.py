@@ -26,19 +26,17 @@ import warnings
 from typing import Any, Literal
 
 import numpy as np
-from haystack import default_from_dict, default_to_dict
 from haystack.utils import ComponentDevice
 
 from medeir_rag.encode import OVERLONG_POLICIES
 from medeir_rag.errors import InvalidArgumentError
 from medeir_rag.integrations._shared import get_encoder
 from medeir_rag.integrations.haystack._loading import (
+    StoredParams,
     check_encode_kwargs,
     check_load_options,
     check_positive,
-    deserialize_kwargs,
     local_model,
-    serialize_kwargs,
 )
 from medeir_rag.integrations.haystack._telemetry import NoTelemetry
 from medeir_rag.precision import DTYPE_TO_PRECISION, PRECISIONS, check_options
@@ -96,7 +94,7 @@ def migrate_old_precision(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-class DenseEmbedderBase(NoTelemetry):
+class DenseEmbedderBase(NoTelemetry, StoredParams):
     """Shared state and encoding of the text and document embedders."""
 
     def _setup(self, owner: str, **params: Any) -> None:
@@ -115,9 +113,7 @@ class DenseEmbedderBase(NoTelemetry):
             owner, params["compute_precision"], params["backend"], params.pop("dtype")
         )
         params["device"] = ComponentDevice.resolve_device(params["device"])
-        self._param_names = list(params)
-        for name, value in params.items():
-            setattr(self, name, value)
+        self._store_params(params)
         self.encoder = None
         self._prompt = ""
 
@@ -171,21 +167,7 @@ class DenseEmbedderBase(NoTelemetry):
             embeddings = quantize_embeddings(embeddings, precision=self.precision, ranges=ranges)
         return embeddings.tolist()
 
-    def to_dict(self) -> dict[str, Any]:
-        """
-        Serializes the component to a dictionary.
-
-        :returns: Dictionary with serialized data.
-        """
-        return serialize_kwargs(default_to_dict(self, **{name: getattr(self, name) for name in self._param_names}))
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Any:
-        """
-        Deserializes the component from a dictionary.
-
-        :param data: Dictionary to deserialize from.
-        :returns: Deserialized component.
-        """
-        return default_from_dict(cls, deserialize_kwargs(migrate_old_precision(cls, data)))
+    def _upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return migrate_old_precision(cls, data)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from haystack import Document
+from haystack import Document, default_from_dict, default_to_dict
 from haystack.utils import Secret
 from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kwargs
 
@@ -112,6 +112,41 @@ def deserialize_kwargs(data: dict[str, Any]) -> dict[str, Any]:
     if data["init_parameters"].get("model_kwargs") is not None:
         deserialize_hf_model_kwargs(data["init_parameters"]["model_kwargs"])
     return data
+
+
+class StoredParams:
+    """``to_dict``/``from_dict`` over the init parameters a component stored with ``_store_params``."""
+
+    _param_names: list[str]
+
+    def _store_params(self, params: dict[str, Any]) -> None:
+        # every init parameter under its own name, as Haystack's to_dict expects
+        self._param_names = list(params)
+        for name, value in params.items():
+            setattr(self, name, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        """
+        Serializes the component to a dictionary.
+
+        :returns: Dictionary with serialized data.
+        """
+        return serialize_kwargs(default_to_dict(self, **{name: getattr(self, name) for name in self._param_names}))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """
+        Deserializes the component from a dictionary.
+
+        :param data: Dictionary to deserialize from.
+        :returns: Deserialized component.
+        """
+        return default_from_dict(cls, deserialize_kwargs(cls._upgrade(data)))
+
+    @classmethod
+    def _upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """A saved pipeline's parameters as this version names them (nothing to rename by default)."""
+        return data
 
 
 def meta_text(doc: Document, fields: list[str]) -> list[str]:

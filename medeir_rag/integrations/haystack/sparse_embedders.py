@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from haystack import Document, component, default_from_dict, default_to_dict
+from haystack import Document, component
 from haystack.dataclasses import SparseEmbedding
 from haystack.utils import ComponentDevice, Secret
 from tqdm.auto import tqdm
@@ -41,13 +41,12 @@ from medeir_rag.integrations.haystack._dense import Backend
 from medeir_rag.integrations.haystack._loading import (
     DEFAULT_TOKEN,
     PUBLIC_MODULE,
+    StoredParams,
     check_documents,
     check_load_options,
     check_positive,
-    deserialize_kwargs,
     local_model,
     meta_text,
-    serialize_kwargs,
 )
 from medeir_rag.integrations.haystack._telemetry import NoTelemetry
 from medeir_rag.model_files import DEFAULT_MODEL_NAME
@@ -58,7 +57,7 @@ from medeir_rag.vector_store import sparse_document_vectors, sparse_query_vector
 QDRANT_SPARSE_OPTIONS: dict[str, bool] = {"use_sparse_embeddings": True, "sparse_idf": True}
 
 
-class SparseEmbedderBase(NoTelemetry):
+class SparseEmbedderBase(NoTelemetry, StoredParams):
     """Shared state of the two sparse embedders: the tokenizer of ``model``."""
 
     def _setup(self, owner: str, **params: Any) -> None:
@@ -70,9 +69,7 @@ class SparseEmbedderBase(NoTelemetry):
         check_load_options(owner, params["model"], revision=params["revision"], model_kwargs=params["model_kwargs"],
                            tokenizer_kwargs=params["tokenizer_kwargs"], config_kwargs=params["config_kwargs"])
         params["device"] = ComponentDevice.resolve_device(params["device"])
-        self._param_names = list(params)
-        for name, value in params.items():
-            setattr(self, name, value)
+        self._store_params(params)
         self.tokenizer = None
 
     def warm_up(self) -> None:
@@ -82,23 +79,6 @@ class SparseEmbedderBase(NoTelemetry):
                                local_files_only=self.local_files_only)
             self.tokenizer = get_token_window(path).tokenizer
 
-    def to_dict(self) -> dict[str, Any]:
-        """
-        Serializes the component to a dictionary.
-
-        :returns: Dictionary with serialized data.
-        """
-        return serialize_kwargs(default_to_dict(self, **{name: getattr(self, name) for name in self._param_names}))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Any:
-        """
-        Deserializes the component from a dictionary.
-
-        :param data: Dictionary to deserialize from.
-        :returns: Deserialized component.
-        """
-        return default_from_dict(cls, deserialize_kwargs(data))
 
 
 @component
