@@ -240,11 +240,17 @@ class MedeirTokenWindowSplitter(MetadataAwareTextSplitter):
 
     The default ``chunk_size`` is 512 tokens, not the 8,192-token window: a LlamaIndex query
     engine hands the LLM ``similarity_top_k`` chunks, and 20 whole-window chunks would be
-    160k tokens of context. 512 tokens holds a typical PubMed abstract (about 300 tokens)
-    or a few paragraphs of a note, so a hit is a passage that an LLM can read and cite, and
-    five hits stay near 2,500 tokens of context. The long window stays one argument away:
-    ``chunk_size=None`` is the whole window, for whole abstracts, sections or notes in one
-    chunk (then lower ``similarity_top_k`` or rerank).
+    160k tokens of context. Measured with the bundled model (dense, no chunk overlap) on
+    long documents: 640 SciFact abstracts joined 8 at a time into 80 sections of about 2,400
+    tokens, each of the 300 test claims searching for the abstract it cites. The share of that
+    abstract carried by the top chunk (0 on a miss) was 0.26 / 0.37 / **0.40** at 128 / 256 /
+    512 tokens, and at most 0.30 / 0.20 at 1,024 / the whole window (their top-1 hit rates);
+    the top chunk held 80% of the abstract for 0.7% / 18% / 32% of the claims at 128 / 256 /
+    512. Smaller chunks are hit more often (top-1 0.65 / 0.57 / 0.46 / 0.30 / 0.20 from 128
+    to the window) but carry fragments; 512 gives the LLM the most of the evidence, with
+    five hits near 2,300 tokens of context (whole windows: 11,900). The long window stays
+    one argument away: ``chunk_size=None`` is the whole window, for whole abstracts,
+    sections or notes in one chunk (then lower ``similarity_top_k`` or rerank).
 
     Args:
         chunk_size: tokens per chunk *including* the node's metadata string (default 512, or
