@@ -232,6 +232,7 @@ def chunk_text(
 
     chunks: list[Chunk] = []
     start = 0
+    previous_end = 0  # exclusive end token of the last chunk
     while start < n:
         end = _choose_end(text, offsets, word_start, start, budget, boundary_fraction)
         first, last = offsets[start][0], offsets[end - 1][1]
@@ -242,8 +243,14 @@ def chunk_text(
             end -= 1
             last = offsets[end - 1][1]
             count = count_tokens(tokenizer, text[first:last])
+        if end <= previous_end and start < previous_end:
+            # the overlap moved to a word start leaves no new token: a chunk inside the last one
+            # would add nothing, so this one starts where the last ended (no overlap this time)
+            start = previous_end
+            continue
         if count > budget:
             raise ValueError(f"cannot fit the text at characters {first}..{last} into {budget} tokens")
+        previous_end = end
         chunks.append(Chunk(text=text[first:last], start=first, end=last, num_tokens=count, index=len(chunks)))
         if end >= n:
             break

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from medeir_rag.errors import MedeirError, MissingPathError, replace_lone_surrogates
+from medeir_rag.errors import InvalidArgumentError, MedeirError, MissingPathError, replace_lone_surrogates
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +202,23 @@ def _parse_jsonl_line(
         raise DocumentReadError(f"{path}: line {line_number}: {error}", path=path, line=line_number) from None
 
 
+def _check_unique(doc: SourceDocument, seen: dict[str, tuple[int, int]], path: Path, line_number: int) -> None:
+    """Refuse a second record with an id already read in this file but another title or text.
+
+    Ids are compared as strings (a JSON ``7`` and ``"7"`` are the same id, ``"7"``), so such a
+    pair would otherwise name the same points and one of the two would be silently dropped.
+    An exact repeat (same id, title and text) is left to the indexer, which counts it.
+    """
+    content = hash((doc.title, doc.text))
+    first = seen.setdefault(doc.id, (line_number, content))
+    if first[1] != content:
+        raise DocumentReadError(
+            f"{path}: line {line_number}: id {doc.id!r} is already the id of line {first[0]}, with another "
+            "title or text (ids are compared as strings: 7 and \"7\" are the same id); give each record its own id",
+            path=path, line=line_number,
+        )
+
+
 def read_jsonl(
     path: Path,
     encoding_errors: EncodingErrors = "strict",
@@ -216,11 +233,14 @@ def read_jsonl(
     """
     warned = [False]
     line_number = 0
+    seen: dict[str, tuple[int, int]] = {}  # id -> (line, hash of title and text)
     try:
         with _open_binary(path) as handle:
             for line_number, raw in enumerate(handle, start=1):
                 try:
                     doc = _parse_jsonl_line(raw, path, line_number, encoding_errors, warned)
+                    if doc is not None:
+                        _check_unique(doc, seen, path, line_number)
                 except DocumentReadError as error:
                     if not skip_invalid:
                         raise
@@ -329,7 +349,7 @@ def read_documents(
         invalid: when given, every skipped record's ``DocumentReadError`` is appended to it.
     """
     if encoding_errors not in ("strict", "replace"):
-        raise ValueError(f"encoding_errors must be 'strict' or 'replace', got {encoding_errors!r}")
+        raise InvalidArgumentError(f"encoding_errors must be 'strict' or 'replace', got {encoding_errors!r}")
     root = Path(path).expanduser()
     for file in list_files(root):
         suffix = _suffix(file)

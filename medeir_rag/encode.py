@@ -33,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from medeir_rag.errors import InvalidArgumentError
 from medeir_rag.modeling import MedeirModel, mean_pool
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,38 @@ def validate_texts(texts: object) -> tuple[list[str], bool]:
         if not isinstance(text, str):
             raise TypeError(f"texts[{index}] must be a string, got {type(text).__name__}")
     return texts, False
+
+
+def check_truncate_dim(truncate_dim: object, dimension: int, name: str = "truncate_dim") -> int | None:
+    """``truncate_dim`` once it is ``None`` or an integer in ``1..dimension``.
+
+    ``0`` does not mean "full size" and ``True`` does not mean 1: both are refused, like a
+    negative value or one above the model's width (which would make an empty collection of
+    the wrong size before the first encode failed).
+    """
+    if truncate_dim is None:
+        return None
+    if not isinstance(truncate_dim, int) or isinstance(truncate_dim, bool) or not 0 < truncate_dim <= dimension:
+        raise InvalidArgumentError(
+            f"{name} must be None or an integer in 1..{dimension} (the model's width), got {truncate_dim!r}"
+        )
+    return truncate_dim
+
+
+def _warn_all_unknown(token_ids: Sequence[Sequence[int]], texts: Sequence[str], unk_id: int | None,
+                      prompt_tokens: int) -> None:
+    """Warn when a non-empty text tokenises to nothing but ``[UNK]`` (CJK text, for one, with the
+    medical vocabulary): every such text of the same length embeds identically."""
+    if unk_id is None:
+        return
+    unknown = [i for i, ids in enumerate(token_ids)
+               if texts[i].strip() and len(ids) > 2 + prompt_tokens and ids.count(unk_id) >= len(ids) - 2 - prompt_tokens]
+    if unknown:
+        logger.warning(
+            "%d of %d text(s) tokenise to nothing but [UNK] (texts%s): the tokenizer has no pieces for their "
+            "characters (e.g. CJK script), so their embeddings carry no meaning and differ only by length",
+            len(unknown), len(texts), unknown[:10],
+        )
 
 
 def _batches_by_token_budget(
@@ -193,8 +226,7 @@ def encode(
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
     dimension = model.config.hidden_size
-    if truncate_dim is not None and not 0 < truncate_dim <= dimension:
-        raise ValueError(f"truncate_dim must be in 1..{dimension}, got {truncate_dim}")
+    check_truncate_dim(truncate_dim, dimension)
     if not texts:
         return np.zeros((0, truncate_dim or dimension), dtype=np.float32)
     window = min(max_length or model.config.max_position_embeddings, model.config.max_position_embeddings)
@@ -202,6 +234,8 @@ def encode(
         raise ValueError(f"max_length must be at least 3 tokens, got {window}")
 
     token_ids = tokenizer([prompt + text for text in texts], add_special_tokens=True, verbose=False)["input_ids"]
+    prompt_tokens = len(tokenizer(prompt, add_special_tokens=False, verbose=False)["input_ids"]) if prompt else 0
+    _warn_all_unknown(token_ids, texts, tokenizer.unk_token_id, prompt_tokens)
     prompt_ids = _prompt_token_ids(tokenizer, prompt, texts, token_ids, window) if overlong == "chunk" else []
     sequences, owner = _fit_to_window(
         token_ids, window, overlong, tokenizer.cls_token_id, tokenizer.sep_token_id, prompt_ids

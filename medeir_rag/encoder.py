@@ -25,10 +25,16 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from medeir_rag.configuration import MedeirConfig
-from medeir_rag.encode import OverlongPolicy, encode, validate_texts
+from medeir_rag.encode import OverlongPolicy, check_truncate_dim, encode, validate_texts
 from medeir_rag.errors import InvalidArgumentError, check_text
 from medeir_rag.loading import quiet_loading
-from medeir_rag.model_files import ModelFileError, check_transformer_dir, read_json, resolve_model_path
+from medeir_rag.model_files import (
+    ModelFileError,
+    check_st_kind,
+    check_transformer_dir,
+    read_json,
+    resolve_model_path,
+)
 from medeir_rag.modeling import MedeirModel
 from medeir_rag.precision import (
     autocast_dtype,
@@ -126,7 +132,11 @@ class MedeirEncoder:
         self.path = resolve_model_path(model_name_or_path)
         modules = read_json(self.path / "modules.json")
         transformer_dir = self.path / next(m["path"] for m in modules if m["type"].endswith("Transformer"))
-        check_transformer_dir(transformer_dir)
+        check_st_kind(self.path, "embedder")
+        check_transformer_dir(transformer_dir, role="embedder")
+        hidden = read_json(transformer_dir / "config.json").get("hidden_size")
+        if isinstance(hidden, int):  # before any weights load: a bad truncate_dim makes no store
+            check_truncate_dim(truncate_dim, hidden)
         st_config = read_json(self.path / "config_sentence_transformers.json")
         self.prompts: dict[str, str] = dict(st_config.get("prompts") or {})
         bert_config_file = transformer_dir / "sentence_bert_config.json"
@@ -205,7 +215,7 @@ class MedeirEncoder:
         return encode(
             self.model, self.tokenizer, texts[0] if single else texts, prompt=prompt, max_length=self.max_length,
             batch_tokens=self.batch_tokens, normalize=self.normalize if normalize is None else normalize,
-            truncate_dim=truncate_dim or self.truncate_dim, overlong=overlong or self.overlong,
+            truncate_dim=self.truncate_dim if truncate_dim is None else truncate_dim, overlong=overlong or self.overlong,
             autocast_dtype=self.autocast_dtype, show_progress=show_progress, max_batch_size=max_batch_size,
         )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
 from safetensors import safe_open
 
@@ -94,31 +95,101 @@ def read_json(path: Path) -> dict | list:
         raise ModelFileError(f"corrupt model file {path}: {error}") from error
 
 
-def check_safetensors(path: Path) -> None:
-    """Fail early, naming the file, when weights are missing, pickled or truncated."""
+def check_safetensors(path: Path) -> dict[str, list[int]]:
+    """Fail early, naming the file, when weights are missing, pickled or truncated; returns the tensor shapes."""
     if not path.is_file():
         pickled = [p.name for p in path.parent.glob("*.bin")]
         hint = f" (found {pickled}: pickle weights are refused; convert them to safetensors)" if pickled else ""
         raise MissingPathError(f"missing model file: {path}{hint}")
     try:
         with safe_open(str(path), framework="pt") as handle:
-            names = list(handle.keys())
-            if names:  # reading the last tensor detects a truncated file
-                handle.get_slice(names[-1])[...]
+            shapes = {name: list(handle.get_slice(name).get_shape()) for name in handle.keys()}
+            if shapes:  # reading the last tensor detects a truncated file
+                handle.get_slice(list(shapes)[-1])[...]
     except Exception as error:  # safetensors raises several types for bad files
         raise ModelFileError(f"corrupt weights file {path}: {error}") from error
+    return shapes
 
 
-def check_transformer_dir(path: Path) -> None:
-    """A directory holding an HF medeir model: ``config.json``, safetensors weights, tokenizer."""
+ModelRole = Literal["embedder", "reranker"]
+CLASSIFIER_WEIGHT = "classifier.weight"
+
+
+def check_st_kind(path: Path, role: ModelRole) -> None:
+    """Refuse a sentence-transformers folder saved as the other kind (``model_type`` in its config).
+
+    A cross-encoder folder read as an embedder gives vectors from a backbone never trained to
+    embed; an embedder read as a cross-encoder gets a random classification head whose scores
+    look like probabilities. Both are errors, named by folder, before any weights load.
+    """
+    file = path / "config_sentence_transformers.json"
+    kind = read_json(file).get("model_type") if file.is_file() else None
+    if role == "embedder" and kind == "CrossEncoder":
+        raise ModelFileError(
+            f"{path} is a cross-encoder (reranker) folder ({file.name}: model_type='CrossEncoder'), not an "
+            "embedder; pass it as the reranker (MedeirReranker, --reranker), and an embedder as the model"
+        )
+    if role == "reranker" and kind == "SentenceTransformer":
+        raise ModelFileError(
+            f"{path} is an embedder folder ({file.name}: model_type='SentenceTransformer'), not a cross-encoder; "
+            "pass it as the model, and a reranker trained with `medeir train-reranker` as the reranker"
+        )
+
+
+def _check_role(path: Path, config: dict, shapes: dict[str, list[int]], role: ModelRole) -> None:
+    has_head = CLASSIFIER_WEIGHT in shapes
+    if role == "embedder" and has_head:
+        raise ModelFileError(
+            f"{path} holds a cross-encoder (reranker: {CLASSIFIER_WEIGHT} in its weights, architectures "
+            f"{config.get('architectures')}), not an embedder; pass it as the reranker instead"
+        )
+    if role == "reranker" and not has_head:
+        raise ModelFileError(
+            f"{path} has no classification head ({CLASSIFIER_WEIGHT} is not in its weights): it is an embedder, "
+            "not a cross-encoder, and would score with a random head; train a reranker with `medeir train-reranker`"
+        )
+
+
+def check_weights_match_config(config_file: Path, config: dict, shapes: dict[str, list[int]]) -> None:
+    """``config.json``'s sizes against the stored tensors: a disagreement would load random weights.
+
+    transformers fills layers missing from the weights with random ones (with a warning) and
+    fails on a width mismatch with a long report; here both are one error naming the file.
+    """
+    prefix = "medeir." if any(name.startswith("medeir.") for name in shapes) else ""
+    embeddings = shapes.get(f"{prefix}embeddings.word_embeddings.weight")
+    layers = {name[len(prefix) + 7 :].split(".", 1)[0] for name in shapes if name.startswith(f"{prefix}layers.")}
+    found = {"num_hidden_layers": len(layers)}
+    if embeddings is not None and len(embeddings) == 2:
+        found["vocab_size"], found["hidden_size"] = embeddings
+    for key, stored in found.items():
+        if key in config and config[key] != stored:
+            raise ModelFileError(
+                f"{config_file}: {key}={config[key]!r} but the weights hold {stored}; "
+                "this config.json does not belong to these weights (restore the one saved with them)"
+            )
+
+
+def check_transformer_dir(path: Path, role: ModelRole | None = None) -> None:
+    """A directory holding an HF medeir model: ``config.json``, safetensors weights, tokenizer.
+
+    The config's sizes must match the weights, and with ``role`` the weights must be of that
+    kind (a reranker has a classification head, an embedder has none).
+    """
     config = read_json(path / "config.json")
     if config.get("model_type") != "medeir":
         raise ModelFileError(f"{path / 'config.json'} has model_type={config.get('model_type')!r}, expected 'medeir'")
     index = path / "model.safetensors.index.json"
+    shapes: dict[str, list[int]] = {}
     if index.is_file():
-        shards = sorted(set(read_json(index)["weight_map"].values()))
-        for shard in shards:
-            check_safetensors(path / shard)
+        for shard in sorted(set(read_json(index)["weight_map"].values())):
+            shapes.update(check_safetensors(path / shard))
     else:
-        check_safetensors(path / "model.safetensors")
-    read_json(path / "tokenizer.json")
+        shapes = check_safetensors(path / "model.safetensors")
+    check_weights_match_config(path / "config.json", config, shapes)
+    if role is not None:
+        _check_role(path, config, shapes, role)
+    tokenizer = read_json(path / "tokenizer.json")
+    if not isinstance(tokenizer, dict) or not isinstance(tokenizer.get("model"), dict):
+        raise ModelFileError(f"{path / 'tokenizer.json'} holds no tokenizer model (a 'model' object); "
+                             "restore the tokenizer.json saved with the model")

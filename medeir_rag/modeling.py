@@ -20,6 +20,7 @@ Design choices (anchors: MosaicBERT for ALiBi + GLU, ModernBERT/nanochat for pre
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -125,6 +126,21 @@ class MedeirPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["MedeirLayer"]
     _supports_sdpa = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """Weights from safetensors only, on every path (``SentenceTransformer(dir)``, ``CrossEncoder``,
+        ``AutoModel``): a pickle ``.bin`` can run code when it is loaded, so it is refused."""
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("medeir models load weights from safetensors only; use_safetensors=False is refused")
+        folder = Path(str(pretrained_model_name_or_path))
+        if folder.is_dir() and not any(folder.glob("*.safetensors")):
+            pickled = sorted(p.name for p in folder.glob("*.bin"))
+            if pickled:
+                raise OSError(f"{folder} holds only pickle weights {pickled}, which medeir refuses to load "
+                              "(a pickle can run code); convert them to model.safetensors")
+        kwargs["use_safetensors"] = True
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -22,7 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from medeir_rag.errors import MissingPathError, check_text
-from medeir_rag.model_files import DEFAULT_RERANKER_NAME, bundled_model_path, resolve_model_path
+from medeir_rag.export import transformer_folder
+from medeir_rag.model_files import (
+    DEFAULT_RERANKER_NAME,
+    bundled_model_path,
+    check_st_kind,
+    check_transformer_dir,
+    resolve_model_path,
+)
 
 
 def bundled_reranker_missing(name_or_path: str | os.PathLike[str] | None) -> bool:
@@ -89,6 +96,8 @@ class MedeirReranker:
         check_device(self.precision, backend, resolved)
         self.device = str(resolved)
         self.path: Path = resolve_model_path(model_name_or_path, default=DEFAULT_RERANKER_NAME)
+        check_st_kind(self.path, "reranker")  # an embedder folder would score with a random head
+        check_transformer_dir(transformer_folder(self.path), role="reranker")
         graph = None
         if backend == "onnx":
             from medeir_rag.onnx_backend import OnnxSequenceClassifier, onnx_file, providers_for

@@ -307,11 +307,11 @@ class _Pending:
     ids: list[str]
 
 
-def _check_top_k(top_k: object) -> int:
+def _check_top_k(top_k: object, name: str = "top_k") -> int:
     if not isinstance(top_k, int) or isinstance(top_k, bool):
-        raise TypeError(f"top_k must be an integer, got {type(top_k).__name__}")
+        raise TypeError(f"{name} must be an integer, got {type(top_k).__name__}")
     if top_k <= 0:
-        raise InvalidArgumentError(f"top_k must be > 0, got {top_k}")
+        raise InvalidArgumentError(f"{name} must be > 0, got {top_k}")
     return top_k
 
 
@@ -678,6 +678,11 @@ class MedeirVectorStore:
         """Check and chunk one document; ``None`` (and a count in ``stats``) when it is skipped."""
         if not isinstance(doc, SourceDocument):
             raise TypeError(f"documents must be SourceDocument objects, got {type(doc).__name__}")
+        if not isinstance(doc.id, str):  # 7 and "7" would name the same points
+            raise InvalidArgumentError(
+                f"document id {doc.id!r} is a {type(doc.id).__name__}; ids must be strings "
+                f"(the id {doc.id!r} and the id {str(doc.id)!r} would name the same points)"
+            )
         for name in ("id", "title", "text"):
             value = getattr(doc, name)
             if isinstance(value, str):
@@ -823,7 +828,8 @@ class MedeirVectorStore:
             mode: ``"dense"``, ``"sparse"`` or ``"hybrid"`` (convex combination of both).
             candidates: hybrid only: results each side contributes before fusion; the
                 scores are normalised over them (default ``max(top_k, 100)``, or ``max(rerank_top_k,
-                100)`` when reranking: the depth ``medeir evaluate`` and ``medeir tune-hybrid`` use).
+                100)`` when reranking: the depth ``medeir evaluate`` and ``medeir tune-hybrid`` use);
+                at least ``top_k`` (``rerank_top_k`` when reranking).
             query_filter: payload conditions: a dict (``{"doc_id": "x"}``, a list value means
                 any of), a ``qdrant_client.models.Filter``, or (Edge) a ``qdrant_edge.Filter``.
             alpha: hybrid only: the dense side's weight in [0, 1] (default: the model's
@@ -838,7 +844,8 @@ class MedeirVectorStore:
                 embed every query in one batch through the embedding cache); else it is encoded here.
 
         Raises:
-            InvalidArgumentError: ``top_k <= 0``, ``rerank_top_k < top_k``, an unknown mode, or an empty query.
+            InvalidArgumentError: ``top_k <= 0``, ``rerank_top_k < top_k``, ``candidates`` below the hits
+                asked for, an unknown mode, or an empty query.
             InvalidTextError: the query holds a lone surrogate.
             CollectionNotFoundError / CollectionMismatchError: see ``check``.
         """
@@ -852,9 +859,15 @@ class MedeirVectorStore:
         check_text(query, "the query")
         depth = top_k
         if reranker is not None:
-            depth = default_rerank_depth(top_k) if rerank_top_k is None else _check_top_k(rerank_top_k)
+            depth = default_rerank_depth(top_k) if rerank_top_k is None else _check_top_k(rerank_top_k, "rerank_top_k")
             if depth < top_k:
                 raise InvalidArgumentError(f"rerank_top_k ({depth}) must be at least top_k ({top_k})")
+        if candidates is not None:
+            _check_top_k(candidates, "candidates")
+            if candidates < depth:  # hybrid would return fewer than asked for, without a word
+                wanted = "top_k" if reranker is None else "rerank_top_k"
+                raise InvalidArgumentError(f"candidates ({candidates}) must be at least {wanted} ({depth}): "
+                                           "hybrid search fuses that many hits from each side")
         self.check()
         hits = self._retrieve(query, depth, mode, candidates, query_filter, alpha, query_vector)
         if reranker is None:
