@@ -45,6 +45,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -749,6 +750,29 @@ def _edge_match(edge: Any, match: Any) -> Any:
 # qdrant-client: a server (or its local mode)
 
 
+class _OneCallAtATime:
+    """A qdrant-client ``QdrantClient`` whose method calls hold one lock: its local mode is not thread-safe.
+
+    (A server is: its client is used as it is.) Searching while another thread indexes then
+    waits for the upsert in progress instead of failing.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attribute(*args, **kwargs)
+
+        return call
+
+
 class ServerBackend(StoreBackend):
     """Collections in a Qdrant server through qdrant-client (or in qdrant-client's local mode).
 
@@ -761,11 +785,14 @@ class ServerBackend(StoreBackend):
     engine = "qdrant-client"
 
     def __init__(self, client: Any, *, location: str = "", owns_client: bool = True) -> None:
-        self.client = client
+        # local mode ignores payload indexes (and warns); a server builds them
+        local = type(getattr(client, "_client", None)).__name__ == "QdrantLocal"
+        self.supports_payload_indexes = not local
+        # local mode keeps points in numpy arrays that an upsert resizes under a running search
+        # ("operands could not be broadcast together"): its calls are made one at a time
+        self.client = _OneCallAtATime(client) if local else client
         self.location = location or "qdrant-client"
         self._owns_client = owns_client
-        # local mode ignores payload indexes (and warns); a server builds them
-        self.supports_payload_indexes = type(getattr(client, "_client", None)).__name__ != "QdrantLocal"
 
     @classmethod
     def connect(cls, url: str, api_key: str | None = None) -> ServerBackend:
