@@ -142,7 +142,7 @@ def test_components_run_the_onnx_backend(exported, exported_reranker, torch_enco
     assert _min_cosine(query, torch_encoder.encode_query(["asthma"])) > 0.9999
 
     cpu = ComponentDevice.from_str("cpu")
-    embedder = MedeirTextEmbedder(model=str(exported), device=cpu, backend="onnx", precision="int8", progress_bar=False)
+    embedder = MedeirTextEmbedder(model=str(exported), device=cpu, backend="onnx", compute_precision="int8", progress_bar=False)
     assert embedder.to_dict()["init_parameters"]["backend"] == "onnx"
     vector = np.array(embedder.run("asthma")["embedding"])[None]
     assert _min_cosine(vector, torch_encoder.encode_query(["asthma"])) > 0.98

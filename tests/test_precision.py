@@ -168,22 +168,22 @@ def test_haystack_components_pass_precision(tiny_model_dir, tiny_reranker_dir):
     )
 
     cpu = ComponentDevice.from_str("cpu")
-    text = MedeirTextEmbedder(model=str(tiny_model_dir), device=cpu, precision="int8", progress_bar=False)
+    text = MedeirTextEmbedder(model=str(tiny_model_dir), device=cpu, compute_precision="int8", progress_bar=False)
     data = text.to_dict()
-    assert (data["init_parameters"]["precision"], data["init_parameters"]["backend"]) == ("int8", "torch")
+    assert (data["init_parameters"]["compute_precision"], data["init_parameters"]["backend"]) == ("int8", "torch")
     assert "dtype" not in data["init_parameters"]
     assert MedeirTextEmbedder.from_dict(data).to_dict() == data
     assert len(text.run("asthma")["embedding"]) == 64 and text.encoder.precision == "int8"
 
-    documents = MedeirDocumentEmbedder(model=str(tiny_model_dir), device=cpu, precision="int8", progress_bar=False)
+    documents = MedeirDocumentEmbedder(model=str(tiny_model_dir), device=cpu, compute_precision="int8", progress_bar=False)
     out = documents.run([Document(content=t) for t in TEXTS[:2]])["documents"]
     assert len(out) == 2 and documents.encoder is text.encoder  # same (model, device, precision): one copy
 
-    old = {**data, "init_parameters": {k: v for k, v in data["init_parameters"].items() if k not in ("precision", "backend")}}
+    old = {**data, "init_parameters": {k: v for k, v in data["init_parameters"].items() if k not in ("compute_precision", "backend")}}
     old["init_parameters"]["dtype"] = "float32"  # a pipeline file written before precision existed
-    with pytest.warns(DeprecationWarning, match="use precision='fp32'"):
+    with pytest.warns(DeprecationWarning, match="use compute_precision='fp32'"):
         loaded = MedeirTextEmbedder.from_dict(old)
-    assert loaded.precision == "fp32" and loaded.to_dict()["init_parameters"]["precision"] == "fp32"
+    assert loaded.compute_precision == "fp32" and loaded.to_dict()["init_parameters"]["compute_precision"] == "fp32"
 
     ranker = MedeirSimilarityRanker(model=str(tiny_reranker_dir), device=cpu, precision="int8")
     assert ranker.to_dict()["init_parameters"]["precision"] == "int8"
