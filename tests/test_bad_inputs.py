@@ -786,9 +786,7 @@ def test_reader_arguments_and_empty_folders(tmp_path):
 
 
 # -----------------------------------------------------------------------------
-# the LlamaIndex and Haystack components (public names only: their files are being reworked)
-
-INTEGRATION_FIX = "needs a fix inside medeir_rag/integrations (see the report of issue 12's catalogue)"
+# the LlamaIndex and Haystack components, through their public names
 
 
 def llama_index():
@@ -826,8 +824,7 @@ def test_haystack_components_refuse_the_wrong_kind_of_folder(tiny_model_dir, tin
 
 
 @pytest.mark.parametrize("value", [
-    0, pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=(
-        "MedeirEmbedding's pydantic field turns truncate_dim=True into 1; " + INTEGRATION_FIX))), -1, 1000,
+    0, True, -1, 1000,
 ])
 def test_llama_index_embedding_refuses_a_bad_truncate_dim(tiny_model_dir, value):
     li = llama_index()

@@ -69,7 +69,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     ) from error
 
 from medeir_rag.chunking import DEFAULT_BOUNDARY_FRACTION, Chunk, chunk_text, count_tokens
-from medeir_rag.encode import OVERLONG_POLICIES, encode
+from medeir_rag.encode import OVERLONG_POLICIES, check_truncate_dim, encode
 from medeir_rag.errors import InvalidArgumentError, check_text
 from medeir_rag.fusion import HybridWeights, convex_combination, load_hybrid_weights
 from medeir_rag.integrations._shared import get_encoder, get_reranker, get_token_window
@@ -162,8 +162,7 @@ class MedeirEmbedding(BaseEmbedding):
         precision = check_options(precision, backend, dtype=dtype, owner="MedeirEmbedding")
         encoder = get_encoder(model_name, device, precision=precision, backend=backend)
         hidden = encoder.model.config.hidden_size
-        if truncate_dim is not None and not 0 < truncate_dim <= hidden:
-            raise InvalidArgumentError(f"truncate_dim must be in 1..{hidden}, got {truncate_dim}")
+        truncate_dim = check_truncate_dim(truncate_dim, hidden)
         if query_instruction is None:
             query_instruction = encoder.prompts.get("query", "")
         if text_instruction is None:
