@@ -103,7 +103,7 @@ class RaySession:
 
     @classmethod
     def connect(cls, address: str) -> RaySession:
-        """``local``: a Ray instance on this machine (loopback only); ``auto``: the cluster this
+        """``local``: a new Ray instance on this machine; ``auto``: the cluster this
         machine belongs to (``ray start`` was run here, or ``$RAY_ADDRESS``); else ``HOST:PORT``
         or ``ray://HOST:PORT``. A process already connected (``ray.init`` done) is reused.
         """
@@ -114,7 +114,7 @@ class RaySession:
             return cls(address, owns=False)
         kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
         if address == LOCAL:
-            kwargs.update(address=None, include_dashboard=False, _node_ip_address="127.0.0.1")
+            kwargs.update(address=LOCAL, include_dashboard=False)
         else:
             if address != AUTO:
                 _probe(address)
