@@ -384,8 +384,9 @@ def _documents(
         if row["worker"]:
             report.chunks_per_worker[row["worker"]] = report.chunks_per_worker.get(row["worker"], 0) + len(texts)
         if item.id not in seen:  # a repeated id is skipped by the store: its vectors are never asked for
-            fed.feed(texts, np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(texts), -1))
             seen.add(item.id)
+            if texts:  # none for an empty document or one already stored
+                fed.feed(texts, np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(texts), -1))
         yield item
         sent += 1
 
