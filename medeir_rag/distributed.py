@@ -327,7 +327,8 @@ def _fed_encoder_class():
 
 @dataclass
 class RayIndexReport:
-    """What the Ray side did: chunks embedded per actor (``host:pid``) and on the driver."""
+    """What the Ray side did: chunks whose actor-made vectors were used, per actor (``host:pid``), and
+    chunks the driver had to embed itself (0 unless the store wanted a text no actor sent)."""
 
     actors: int = 0
     device: str = "cpu"
@@ -381,12 +382,11 @@ def _documents(
         if row["kind"] == "error":
             raise item
         texts = json.loads(row["texts"])
-        if row["worker"]:
-            report.chunks_per_worker[row["worker"]] = report.chunks_per_worker.get(row["worker"], 0) + len(texts)
         if item.id not in seen:  # a repeated id is skipped by the store: its vectors are never asked for
             seen.add(item.id)
             if texts:  # none for an empty document or one already stored
                 fed.feed(texts, np.frombuffer(row["vectors"], dtype=np.float32).reshape(len(texts), -1))
+                report.chunks_per_worker[row["worker"]] = report.chunks_per_worker.get(row["worker"], 0) + len(texts)
         yield item
         sent += 1
 
