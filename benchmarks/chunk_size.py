@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, default=None,
                         help=f"PubMed JSONL (default: {PUBMED_FILE} under $MEDEIR_DATA_DIR, else ../shared/data)")
     parser.add_argument("--model", default=None, help="medeir sentence-transformers directory (default: bundled)")
-    parser.add_argument("--abstracts", type=int, default=320, help="abstracts to join and query (default: 320)")
+    parser.add_argument("--abstracts", type=int, default=300, help="abstracts to join and query (default: 300)")
     parser.add_argument("--per-section", type=int, default=10,
                         help="abstracts per section (default: 10, about 2,400 tokens)")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES),
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(results, window)
     print(table)
     if args.markdown:
-        command = "nice -n 19 python benchmarks/chunk_size.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        command = "python benchmarks/chunk_size.py " + " ".join(argv if argv is not None else sys.argv[1:])
         args.markdown.write_text(
             f"# Chunk size on long PubMed sections\n\n`{command.strip()}`\n\n{setup}\n\n{table}\n\n"
             "Share: of the target abstract's characters inside the top chunk, 0 when the top chunk "

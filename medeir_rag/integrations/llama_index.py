@@ -239,15 +239,15 @@ class MedeirTokenWindowSplitter(MetadataAwareTextSplitter):
 
     The default ``chunk_size`` is 512 tokens, not the 8,192-token window: a LlamaIndex query
     engine hands the LLM ``similarity_top_k`` chunks, and 20 whole-window chunks would be
-    160k tokens of context. Measured with the bundled model (dense, no chunk overlap) on
-    long documents: 640 SciFact abstracts joined 8 at a time into 80 sections of about 2,400
-    tokens, each of the 300 test claims searching for the abstract it cites. The share of that
-    abstract carried by the top chunk (0 on a miss) was 0.26 / 0.37 / **0.40** at 128 / 256 /
-    512 tokens, and at most 0.30 / 0.20 at 1,024 / the whole window (their top-1 hit rates);
-    the top chunk held 80% of the abstract for 0.7% / 18% / 32% of the claims at 128 / 256 /
-    512. Smaller chunks are hit more often (top-1 0.65 / 0.57 / 0.46 / 0.30 / 0.20 from 128
-    to the window) but carry fragments; 512 gives the LLM the most of the evidence, with
-    five hits near 2,300 tokens of context (whole windows: 11,900). The long window stays
+    160k tokens of context. Measured with the bundled model (dense, no chunk overlap) by
+    ``benchmarks/chunk_size.py`` on the shared PubMed abstracts, never an evaluation corpus:
+    300 abstract texts joined 10 at a time into 30 sections of about 2,270 tokens, each title
+    searching for its abstract (docs/results/chunk-size.md). The share of that abstract
+    carried by the top chunk (0 on a miss) was 0.43 / 0.55 / 0.52 / 0.41 / 0.28 at 128 /
+    256 / 512 / 1,024 tokens / the whole window, and the top chunk held 80% of it for 12% /
+    32% / **47%** / 41% / 28% of the titles. Smaller chunks are hit more often (top-1 0.83 /
+    0.72 / 0.57 / 0.41 / 0.28) but carry fragments; 512 hands the LLM the whole abstract most
+    often, with five hits near 2,300 tokens of context (whole windows: 11,300). The long window stays
     one argument away: ``chunk_size=None`` is the whole window, for whole abstracts,
     sections or notes in one chunk (then lower ``similarity_top_k`` or rerank).
 
