@@ -2,7 +2,9 @@
 
 The cluster is ``ray.cluster_utils.Cluster`` with two nodes of one CPU each (so two embedding
 actors, one per node), bound to loopback. That test is marked ``slow`` (run it with ``-m slow``);
-the one-line errors for a missing Ray and an unreachable address run by default. The corpus mixes every reader: two JSON-lines
+the one-line errors for a missing Ray and an unreachable address run by default. On the shared
+2-core machine at load ~10 the slow test took 330 s (cluster start 25 s, both Ray runs 290 s,
+mostly actors and read tasks importing torch); an idle machine should take well under a minute. The corpus mixes every reader: two JSON-lines
 shards (one gzipped, with an empty record and a repeated id), a PubMed XML file and two
 text files in a subfolder. Points are compared by id, payload and vector.
 """
