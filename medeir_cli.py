@@ -8,7 +8,7 @@ module, so a light entry point has to live outside the package.
 
 - ``medeir --version`` and ``medeir --help`` (or no arguments) are answered here from the
   standard library: the version and the command table are read from the package's source
-  files as literals (``ast.literal_eval``), without importing them. ``medeir_rag/cli.py``
+  files as literals (``ast.literal_eval``), without importing them. ``medeir_rag/cli/__init__.py``
   keeps the one ``SUBCOMMANDS`` table; it must stay a literal dict.
 - Everything else goes to ``medeir_rag.cli.main``, which imports the package.
 """
@@ -49,8 +49,8 @@ def version() -> str:
 
 
 def subcommands() -> dict[str, tuple[str, str | None, str]]:
-    """``medeir_rag.cli.SUBCOMMANDS``, read from ``medeir_rag/cli.py``."""
-    return read_literal(package_dir() / "cli.py", "SUBCOMMANDS")
+    """``medeir_rag.cli.SUBCOMMANDS``, read from ``medeir_rag/cli/__init__.py``."""
+    return read_literal(package_dir() / "cli" / "__init__.py", "SUBCOMMANDS")
 
 
 def usage(commands: Mapping[str, Sequence]) -> str:

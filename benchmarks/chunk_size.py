@@ -7,7 +7,7 @@ never an evaluation corpus (SciFact and MedQuAD QA are reported zero-shot).
 - **Long documents.** The first ``--abstracts`` records with a title and a text, shuffled
   with ``--seed``, are joined ``--per-section`` at a time (texts only, no titles, separated
   by a blank line) into sections of about 2,400 tokens, so a chunker has to cut them.
-- **Chunks.** Each section is cut by the project's chunker (``medeir_rag.chunking.chunk_text``,
+- **Chunks.** Each section is cut by the project's chunker (``medeir_rag.rag.chunking.chunk_text``,
   no overlap) at every ``--sizes`` value (0: the model's whole window) and embedded as a
   document with the model (default: the bundled one, dense only).
 - **Queries.** Each abstract's title searches all chunks of all sections; its target is
@@ -43,12 +43,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np
 
-from medeir_rag.beir_data import default_data_dir
-from medeir_rag.chunking import Chunk, chunk_text, count_tokens
-from medeir_rag.documents import SourceDocument, read_jsonl
-from medeir_rag.encoder import MedeirEncoder
 from medeir_rag.errors import MissingPathError
-from medeir_rag.model_files import bundled_model_path
+from medeir_rag.eval.beir import default_data_dir
+from medeir_rag.inference.encoder import MedeirEncoder
+from medeir_rag.model.files import bundled_model_path
+from medeir_rag.rag.chunking import Chunk, chunk_text, count_tokens
+from medeir_rag.rag.documents import SourceDocument, read_jsonl
 
 PUBMED_FILE = "pretrain/pubmed_abstracts_bionlp.jsonl.gz"  # inside the shared data folder
 DEFAULT_SIZES = (128, 256, 512, 1024, 0)

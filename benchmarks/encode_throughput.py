@@ -33,7 +33,7 @@ hidden, the size of all-MiniLM-L6-v2) with random weights and the shipped tokeni
 embedder and as a cross-encoder: speed and memory do not depend on the weights (the cosine
 and score columns do: on random weights they only show that each path computes the same
 function; their quality is measured with ``medeir evaluate --precision/--backend``). ONNX rows
-use graphs exported in this run (``medeir_rag.export_onnx``; the export time is reported).
+use graphs exported in this run (``medeir_rag.inference.onnx_export``; the export time is reported).
 """
 
 from __future__ import annotations
@@ -102,8 +102,8 @@ def load_queries(corpus: Path, limit: int) -> list[str]:
 def build_random_models(directory: Path, preset: str = "small") -> tuple[Path, Path]:
     """A preset with random weights and the shipped tokenizer: an ST folder and a CrossEncoder folder."""
     from medeir_rag import MedeirConfig, MedeirForSequenceClassification, MedeirModel
-    from medeir_rag.export import save_cross_encoder, save_sentence_transformer
-    from medeir_rag.tokenization import load_tokenizer
+    from medeir_rag.model.export import save_cross_encoder, save_sentence_transformer
+    from medeir_rag.model.tokenization import load_tokenizer
 
     tokenizer = load_tokenizer()
     config = MedeirConfig.from_preset(preset, vocab_size=len(tokenizer))
@@ -118,7 +118,7 @@ def build_random_models(directory: Path, preset: str = "small") -> tuple[Path, P
 
 def export_both(embedder: Path, reranker: Path, directory: Path) -> tuple[Path, Path, dict]:
     """ONNX copies of both models (fp32 + int8 graphs); returns their folders and the export seconds."""
-    from medeir_rag.export_onnx import export_onnx
+    from medeir_rag.inference.onnx_export import export_onnx
 
     seconds = {}
     folders = []
@@ -147,7 +147,7 @@ def timed(function: Callable[[], object], repeats: int) -> tuple[float, object]:
 
 def gemm_peaks(size: int, repeats: int = 5) -> dict[str, float | None]:
     """Best GFLOP/s (GOP/s for int8) of one ``size x size`` matrix multiply per dtype."""
-    from medeir_rag.precision import bf16_unsupported_reason
+    from medeir_rag.inference.precision import bf16_unsupported_reason
 
     flops = 2 * size**3
     generator = torch.Generator().manual_seed(0)
@@ -210,9 +210,9 @@ def throughput_rows(model_dir: Path, onnx_dir: Path, documents: list[str], repea
                     peaks: dict, skip: set[str]) -> list[dict]:
     from sentence_transformers import SentenceTransformer
 
-    from medeir_rag.dense_models import minilm_path
-    from medeir_rag.encoder import MedeirEncoder
-    from medeir_rag.loading import quiet_loading
+    from medeir_rag.eval.baselines import minilm_path
+    from medeir_rag.inference.encoder import MedeirEncoder
+    from medeir_rag.model.loading import quiet_loading
 
     reference = MedeirEncoder(model_dir, device="cpu")
     config = reference.model.config
@@ -282,7 +282,7 @@ def throughput_rows(model_dir: Path, onnx_dir: Path, documents: list[str], repea
 
 def reranker_rows(reranker_dir: Path, onnx_dir: Path, documents: list[str], query: str, repeats: int,
                   skip: set[str]) -> list[dict]:
-    from medeir_rag.rerank import MedeirReranker
+    from medeir_rag.inference.rerank import MedeirReranker
 
     rows: list[dict] = []
     reference = None
@@ -312,9 +312,9 @@ def reranker_rows(reranker_dir: Path, onnx_dir: Path, documents: list[str], quer
 def latency_rows(model_dir: Path, onnx_dir: Path, queries: list[str], skip: set[str]) -> list[dict]:
     from sentence_transformers import SentenceTransformer
 
-    from medeir_rag.dense_models import minilm_path
-    from medeir_rag.encoder import MedeirEncoder
-    from medeir_rag.loading import quiet_loading
+    from medeir_rag.eval.baselines import minilm_path
+    from medeir_rag.inference.encoder import MedeirEncoder
+    from medeir_rag.model.loading import quiet_loading
 
     def measure(call: Callable[[str], object]) -> dict:
         for query in queries[:5]:
@@ -359,7 +359,7 @@ def peak_rss_mb() -> float:
 
 def measure_long_document(model_dir: Path, corpus: Path, length: int, setting: str) -> dict:
     """Runs in a child process: encode one ``length``-token document, report time and peak RSS."""
-    from medeir_rag.encoder import MedeirEncoder
+    from medeir_rag.inference.encoder import MedeirEncoder
 
     _, precision, backend = next(s for s in SETTINGS if s[0] == setting)
     encoder = MedeirEncoder(model_dir, device="cpu", overlong="error", precision=precision, backend=backend)

@@ -142,7 +142,12 @@ def _useful_flops(model, lengths: list[int]) -> float:
 def check_parity(lengths: list[int], batch: int) -> dict:
     import torch
 
-    from medeir_rag.attention import PackedAttention, PaddedAttention, alibi_slopes, flash_attn_available
+    from medeir_rag.model.attention import (
+        PackedAttention,
+        PaddedAttention,
+        alibi_slopes,
+        flash_attn_available,
+    )
 
     backends = ["sdpa", "flex", *(["flash"] if flash_attn_available() else [])]
     rows, failures = [], []
@@ -230,7 +235,7 @@ def matmul_peaks(size: int = 8192) -> dict[str, float]:
 def check_throughput(batch: int, matmul_size: int) -> dict:
     import torch
 
-    from medeir_rag.attention import choose_backend
+    from medeir_rag.model.attention import choose_backend
 
     model = _small_model()
     peaks = matmul_peaks(matmul_size)
@@ -292,7 +297,7 @@ def check_memory(length: int = 8192) -> dict:
 
 
 def _synthetic_corpus(path: Path, documents: int, words: int = 300) -> None:
-    from medeir_rag.tokenization import load_tokenizer
+    from medeir_rag.model.tokenization import load_tokenizer
 
     vocabulary = [w for w in load_tokenizer().get_vocab() if w.isalpha() and len(w) > 2]
     rng = random.Random(0)

@@ -10,11 +10,11 @@ For each size N (default 10,000 and 100,000; ``--million`` adds 1,000,000):
   Zipf-drawn tokens of weight 1 (the store's query weights). Generated chunk by chunk from
   a seed, so a million points never sit in memory at once.
 - **upsert** throughput in batches of ``--batch`` (what ``medeir index`` writes), through
-  the store's backends (``medeir_rag.store_backends``); only the time inside the upsert
+  the store's backends (``medeir_rag.rag.store_backends``); only the time inside the upsert
   calls counts, not the data generation. Then **optimize** time (Edge builds HNSW here;
   local mode has nothing to build).
 - **p50/p99 latency** of one query at a time, top 10: dense, sparse, and hybrid, the store's
-  own fusion (``vector_store.hybrid_search``: the convex combination of the dense and the
+  own fusion (``store.hybrid_search``: the convex combination of the dense and the
   sparse top 100, alpha 0.5, then the payloads of the fused ids).
 - **recall@10** of the dense search against exact search by numpy (one matmul per chunk of
   stored vectors, the best 10 kept by ``argpartition``), the same truth for both engines.
@@ -55,14 +55,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-from medeir_rag.store_backends import (
+from medeir_rag.rag.store import BM25_AVG_TOKENS, BM25_B, BM25_K1, hybrid_search
+from medeir_rag.rag.store_backends import (
     DENSE_VECTOR,
     SPARSE_VECTOR,
     StoredPoint,
     VectorQuery,
     open_backend,
 )
-from medeir_rag.vector_store import BM25_AVG_TOKENS, BM25_B, BM25_K1, hybrid_search
 
 DIMENSION = 256
 VOCABULARY = 32_000

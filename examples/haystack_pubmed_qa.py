@@ -32,7 +32,6 @@ from haystack_integrations.components.retrievers.qdrant import QdrantEmbeddingRe
 from haystack_integrations.document_stores.qdrant import QdrantDocumentStore
 
 import medeir_rag
-from medeir_rag.documents import SAMPLE_CORPUS, read_documents
 from medeir_rag.integrations.haystack import (
     QDRANT_SPARSE_OPTIONS,
     MedeirDocumentEmbedder,
@@ -42,7 +41,8 @@ from medeir_rag.integrations.haystack import (
     MedeirSparseTextEmbedder,
     MedeirTextEmbedder,
 )
-from medeir_rag.model_files import DEFAULT_MODEL_NAME
+from medeir_rag.model.files import DEFAULT_MODEL_NAME
+from medeir_rag.rag.documents import SAMPLE_CORPUS, read_documents
 
 PUBMED_FILE = "pretrain/pubmed_abstracts_bionlp.jsonl.gz"  # inside the shared data folder
 DEFAULT_QUESTION = "Does naloxone reverse the blood pressure effect of clonidine?"

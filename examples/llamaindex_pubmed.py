@@ -30,7 +30,6 @@ from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient
 
 import medeir_rag
-from medeir_rag.documents import SAMPLE_CORPUS, read_documents
 from medeir_rag.integrations.llama_index import (
     DEFAULT_CHUNK_SIZE,
     MedeirEmbedding,
@@ -38,6 +37,7 @@ from medeir_rag.integrations.llama_index import (
     MedeirTokenWindowSplitter,
     medeir_qdrant_vector_store,
 )
+from medeir_rag.rag.documents import SAMPLE_CORPUS, read_documents
 
 PUBMED_FILE = "pretrain/pubmed_abstracts_bionlp.jsonl.gz"  # inside the shared data folder
 DEFAULT_QUERY = "Which drugs lower blood pressure, and what reverses their effect?"

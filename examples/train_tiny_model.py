@@ -30,7 +30,7 @@ from IPython.display import Image, Markdown, display
 from sentence_transformers import SentenceTransformer
 
 import medeir_rag
-from medeir_rag.dense_models import minilm_path
+from medeir_rag.eval.baselines import minilm_path
 from medeir_rag.training import distill, distill_vocab, finetune
 from medeir_rag.training import tokenizer as tokenizer_stage
 from medeir_rag.training.text_sources import DEFAULT_SOURCES

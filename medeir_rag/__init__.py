@@ -5,8 +5,8 @@ Auto classes, which is all that ``SentenceTransformer(path)`` and
 ``CrossEncoder(path)`` need to load a medeir model without ``trust_remote_code``.
 """
 
-from medeir_rag.configuration import MedeirConfig
-from medeir_rag.modeling import (
+from medeir_rag.model.configuration import MedeirConfig
+from medeir_rag.model.modeling import (
     MedeirForMaskedLM,
     MedeirForSequenceClassification,
     MedeirModel,

@@ -31,7 +31,7 @@ MEDICAL_LINES = [
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     """A ~400-piece WordPiece tokenizer trained on a few medical sentences."""
-    from medeir_rag.tokenization import train_wordpiece
+    from medeir_rag.model.tokenization import train_wordpiece
 
     return train_wordpiece(MEDICAL_LINES * 20, vocab_size=400, min_frequency=1)
 
@@ -47,7 +47,7 @@ def tiny_config(tiny_tokenizer):
 def tiny_model_dir(tmp_path_factory, tiny_tokenizer, tiny_config) -> Path:
     """A randomly initialised tiny encoder saved as a sentence-transformers directory."""
     from medeir_rag import MedeirModel
-    from medeir_rag.export import save_sentence_transformer
+    from medeir_rag.model.export import save_sentence_transformer
 
     torch.manual_seed(0)
     model = MedeirModel(tiny_config)
@@ -58,7 +58,7 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer, tiny_config) -> Path:
 def tiny_reranker_dir(tmp_path_factory, tiny_tokenizer, tiny_config) -> Path:
     """A randomly initialised tiny cross-encoder (``num_labels=1``) saved as a CrossEncoder directory."""
     from medeir_rag import MedeirConfig, MedeirForSequenceClassification
-    from medeir_rag.export import save_cross_encoder
+    from medeir_rag.model.export import save_cross_encoder
 
     torch.manual_seed(0)
     model = MedeirForSequenceClassification(MedeirConfig(**{**tiny_config.to_dict(), "num_labels": 1}))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from medeir_rag.documents import SAMPLE_CORPUS
+from medeir_rag.rag.documents import SAMPLE_CORPUS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 PUBMED = Path(__file__).resolve().parents[1] / "../shared/data/pretrain/pubmed_abstracts_bionlp.jsonl.gz"
@@ -62,7 +62,7 @@ def test_haystack_example(tiny_model_dir, tiny_reranker_dir, capsys):
 def test_examples_do_not_rerank_by_default(tiny_model_dir, tmp_path, monkeypatch, capsys):
     pytest.importorskip("llama_index.vector_stores.qdrant")
     pytest.importorskip("haystack_integrations.document_stores.qdrant")
-    from medeir_rag import model_files
+    from medeir_rag.model import files as model_files
 
     monkeypatch.setattr(model_files, "BUNDLED_MODELS_DIR", tmp_path / "assets")  # no bundled reranker
     common = [str(DATA), "--limit", "8", "--model", str(tiny_model_dir), "--top-k", "2"]

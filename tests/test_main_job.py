@@ -8,9 +8,10 @@ import socket
 
 import pytest
 
-from medeir_rag import indexing, querying
+from medeir_rag.cli import index as indexing
 from medeir_rag.cli import main as cli_main
-from medeir_rag.documents import read_documents, read_sample_corpus
+from medeir_rag.cli import query as querying
+from medeir_rag.rag.documents import read_documents, read_sample_corpus
 
 PUBMED_XML = """<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE PubmedArticleSet PUBLIC "-//NLM//DTD PubMedArticle, 1st January 2025//EN" "https://dtd.nlm.nih.gov/ncbi/pubmed/out/pubmed_250101.dtd">
@@ -105,7 +106,7 @@ def test_sample_corpus_index_and_query_with_network_blocked(no_network, tiny_mod
 
 
 def test_rerank_without_a_path_is_a_one_line_error_naming_reranker_path(tiny_model_dir, tmp_path, capsys, monkeypatch):
-    from medeir_rag import model_files
+    from medeir_rag.model import files as model_files
 
     monkeypatch.setattr(model_files, "BUNDLED_MODELS_DIR", tmp_path / "assets")  # no bundled reranker
     qdrant = tmp_path / "qdrant"
@@ -169,7 +170,7 @@ def test_bad_arguments_give_clear_errors(tiny_model_dir, tmp_path, capsys):
     assert "--top-k must be > 0" in capsys.readouterr().err
     assert indexing.main(["--chunk-size", "99999", "--no-progress", *store_args(tiny_model_dir, qdrant)]) == 1
     assert "does not fit the model window" in capsys.readouterr().err
-    from medeir_rag.vector_store import open_backend
+    from medeir_rag.rag.store import open_backend
 
     holder = open_backend(qdrant, collection="medeir")  # e.g. a notebook that still has the store open
     try:

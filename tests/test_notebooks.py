@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from medeir_rag.documents import SAMPLE_CORPUS
+from medeir_rag.rag.documents import SAMPLE_CORPUS
 
 pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")

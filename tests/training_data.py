@@ -125,7 +125,7 @@ def word_tokenizer():
 
     from tokenizers import Tokenizer, models
 
-    from medeir_rag.tokenization import (
+    from medeir_rag.model.tokenization import (
         SPECIAL_TOKENS,
         UNK_TOKEN,
         _add_post_processor,

@@ -434,7 +434,7 @@ def _write_jsonl_gz(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _load_count_tokenizer(path: str | None):
-    from medeir_rag.tokenization import DEFAULT_TOKENIZER_DIR, load_tokenizer
+    from medeir_rag.model.tokenization import DEFAULT_TOKENIZER_DIR, load_tokenizer
 
     return load_tokenizer(path or DEFAULT_TOKENIZER_DIR)
 

@@ -11,7 +11,7 @@ Design choices (DistilBERT / MiniLM-style embedding distillation; Model2Vec for 
   vectors from ``medeir distill-vocab`` (rescaled to unit RMS), and with
   ``zero_init_residual`` every block's output projection (``attention.out``,
   ``mlp.wo``) is zero, so each block is the identity at step 0 and the untrained encoder
-  is a static mean of normalised token vectors (``tests/test_training_distill.py``).
+  is a static mean of normalised token vectors (``tests/training/test_training_distill.py``).
   Everything else starts from random initialisation; no pretrained encoder is loaded.
 - **Loss** = ``cosine * (1 - cos(W s, t))`` (``W`` a learned projection to the teacher's
   width, dropped after training) ``+ kl * KL(softmax(T / tau) || softmax(S / tau))``,
@@ -52,10 +52,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from medeir_rag.configuration import MedeirConfig
-from medeir_rag.export import DOCUMENT_PROMPT, QUERY_PROMPT
-from medeir_rag.modeling import MedeirModel, mean_pool
-from medeir_rag.tokenization import load_tokenizer
+from medeir_rag.model.configuration import MedeirConfig
+from medeir_rag.model.export import DOCUMENT_PROMPT, QUERY_PROMPT
+from medeir_rag.model.modeling import MedeirModel, mean_pool
+from medeir_rag.model.tokenization import load_tokenizer
 
 from .common import (
     Dist,
@@ -333,7 +333,7 @@ def encoder_mrr(encoder: MedeirModel, tokenizer, pairs: list[Pair], device: torc
 
 
 def train(config: DistillConfig) -> dict[str, Any]:
-    from medeir_rag.export import save_sentence_transformer
+    from medeir_rag.model.export import save_sentence_transformer
 
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)

@@ -122,7 +122,7 @@ def load_vectors(run_dir: str | Path) -> dict[str, np.ndarray]:
 def train(config: DistillVocabConfig) -> dict[str, Any]:
     from safetensors.numpy import save_file
 
-    from medeir_rag.tokenization import load_tokenizer
+    from medeir_rag.model.tokenization import load_tokenizer
 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)

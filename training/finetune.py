@@ -8,7 +8,7 @@ Usage::
 Design choices (sentence-transformers' trainer, E5/GTE-style recipes):
 
 - **Start**: the pretrain ``final/`` folder (an HF MLM folder) is exported with
-  ``medeir_rag.export.save_sentence_transformer`` (Transformer + mean Pooling +
+  ``medeir_rag.model.export.save_sentence_transformer`` (Transformer + mean Pooling +
   Normalize, prompts ``query: `` / ``passage: ``) into ``<out>/init`` and loaded
   with ``SentenceTransformer``; an ST folder is loaded as is.
 - **Objective**: in-batch negatives (``MultipleNegativesRankingLoss``, or
@@ -100,9 +100,9 @@ def load_init_model(init: str | Path, staging: Path, device: str):
     """A SentenceTransformer from an ST folder, or from a pretrain ``final/`` (HF MLM folder)."""
     from sentence_transformers import SentenceTransformer
 
-    from medeir_rag.export import save_sentence_transformer
-    from medeir_rag.modeling import MedeirForMaskedLM
-    from medeir_rag.tokenization import load_tokenizer
+    from medeir_rag.model.export import save_sentence_transformer
+    from medeir_rag.model.modeling import MedeirForMaskedLM
+    from medeir_rag.model.tokenization import load_tokenizer
 
     init = Path(init)
     if not init.is_dir():
@@ -175,7 +175,7 @@ def pairs_dataset(pairs: list[Pair], negatives: int):
 
 def category_rows(pairs: list[Pair], config: FinetuneConfig) -> tuple[list[str], list[str]]:
     """``(texts, labels)`` for the category objective, prompts already prepended."""
-    from medeir_rag.export import DOCUMENT_PROMPT, QUERY_PROMPT
+    from medeir_rag.model.export import DOCUMENT_PROMPT, QUERY_PROMPT
 
     texts, labels = [], []
     for p in pairs:
@@ -362,7 +362,7 @@ def train(config: FinetuneConfig) -> dict[str, Any]:
         SentenceTransformerTrainingArguments,
     )
 
-    from medeir_rag.export import DOCUMENT_PROMPT, QUERY_PROMPT, write_remote_code
+    from medeir_rag.model.export import DOCUMENT_PROMPT, QUERY_PROMPT, write_remote_code
 
     if not config.init:
         raise ValueError("finetune needs init=<pretrain final/ folder> (--init)")

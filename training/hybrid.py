@@ -28,7 +28,7 @@ Design choices:
   store's BM25 tf) are fetched once and fused with each alpha by
   ``fusion.convex_combination``, the function ``search(mode="hybrid")`` runs on those very
   lists. So the sweep at alpha a is the store's hybrid search at alpha a, and the chosen
-  alpha is tuned on the scorer it is applied with. Scored by ``retrieval_metrics.score_run``;
+  alpha is tuned on the scorer it is applied with. Scored by ``metrics.score_run``;
   RRF of the same lists is reported beside it.
 - **One number chosen**: the alpha with the best mean nDCG@10 over the validation sets,
   from a fixed grid (0, 0.1, ..., 1); ties go to the alpha nearest 0.5.
@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medeir_rag.fusion import RRF_K
+from medeir_rag.rag.fusion import RRF_K
 
 from .config import PairData
 from .pairs import heldout_medquad_pairs, iter_source_records, record_to_pair
@@ -100,9 +100,9 @@ def sweep_runs(store: Any, dataset: Any, query_vectors: Any, grid: Sequence[floa
     hybrid search fuses) and fused for every alpha with ``convex_combination``, so run
     ``f"{alpha:g}"`` ranks as ``store.search(query, mode="hybrid", alpha=alpha, top_k=100)``.
     """
-    from medeir_rag.evaluate import point_ids
-    from medeir_rag.fusion import convex_combination, reciprocal_rank_fusion
-    from medeir_rag.vector_store import HYBRID_CANDIDATES
+    from medeir_rag.eval.benchmark import point_ids
+    from medeir_rag.rag.fusion import convex_combination, reciprocal_rank_fusion
+    from medeir_rag.rag.store import HYBRID_CANDIDATES
 
     to_doc = point_ids(dataset)
     runs: dict[str, dict[str, dict[str, float]]] = {"dense": {}, "sparse": {}, "rrf": {},
@@ -130,11 +130,11 @@ def sweep(
     cache_dir: Path | None = None, show_progress: bool = True,
 ) -> dict[str, Any]:
     """nDCG@10 of every alpha on every validation set, plus dense, sparse and RRF alone."""
-    from medeir_rag.beir_data import load_beir, sha256_file
-    from medeir_rag.dense_models import embed, load_medeir
-    from medeir_rag.embedding_cache import EmbeddingCache
-    from medeir_rag.evaluate import benchmark_store
-    from medeir_rag.retrieval_metrics import score_run
+    from medeir_rag.eval.baselines import embed, load_medeir
+    from medeir_rag.eval.beir import load_beir, sha256_file
+    from medeir_rag.eval.benchmark import benchmark_store
+    from medeir_rag.eval.embedding_cache import EmbeddingCache
+    from medeir_rag.eval.metrics import score_run
 
     model = load_medeir(model_dir)
     cache = EmbeddingCache(cache_dir)
@@ -186,8 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from medeir_rag.fusion import HybridWeights, save_hybrid_weights
-    from medeir_rag.model_files import resolve_model_path
+    from medeir_rag.model.files import resolve_model_path
+    from medeir_rag.rag.fusion import HybridWeights, save_hybrid_weights
 
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     started = time.perf_counter()

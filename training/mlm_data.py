@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from .corpus import iter_corpus_texts, read_manifest
 
-NUM_SPECIAL_TOKENS = 5  # [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4 (medeir_rag.tokenization)
+NUM_SPECIAL_TOKENS = 5  # [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4 (medeir_rag.model.tokenization)
 
 # ----------------------------------------------------------------------------
 # Token cache

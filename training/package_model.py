@@ -14,7 +14,7 @@ Design choices:
 - Trainer leftovers (checkpoints, optimizer state) never enter the package: only the files
   of a sentence-transformers / CrossEncoder directory are copied.
 - The model card is copied in as the directory's ``README.md`` (the file the hub shows).
-- The model code (``*_medeir.py`` and ``config.json``'s ``auto_map``, see ``medeir_rag.export``)
+- The model code (``*_medeir.py`` and ``config.json``'s ``auto_map``, see ``medeir_rag.model.export``)
   is written afresh from the installed package's source, whatever the trained folder holds,
   so the package loads with ``trust_remote_code=True`` without ``medeir_rag`` too. A ``text``
   prompt left by older saves is dropped (the ``document`` prompt serves every loader).
@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from medeir_rag.export import drop_stray_prompts, write_remote_code
-from medeir_rag.model_files import (
+from medeir_rag.model.export import drop_stray_prompts, write_remote_code
+from medeir_rag.model.files import (
     DEFAULT_MODEL_NAME,
     DEFAULT_RERANKER_NAME,
     bundled_model_path,
@@ -77,7 +77,7 @@ def store_half_precision(directory: Path) -> int:
 
 def embedding_drift(before: Path, after: Path) -> float:
     """Largest absolute embedding difference between two copies of the same embedder."""
-    from medeir_rag.encoder import MedeirEncoder
+    from medeir_rag.inference.encoder import MedeirEncoder
 
     a = MedeirEncoder(before, device="cpu").encode_document(PROBE_SENTENCES)
     b = MedeirEncoder(after, device="cpu").encode_document(PROBE_SENTENCES)

@@ -24,7 +24,7 @@ Design choices (nanochat's ``base_train.py`` loop, MosaicBERT's recipe):
   (safetensors), optimizer + scheduler state, every rank's RNG states and a
   ``state.json`` (step, tokens seen, training seconds, loss EMA). Data order and masks
   are pure functions of the step, so "N steps" and "N/2, stop, resume N/2" give the
-  same weights (``tests/test_training_pretrain.py`` checks it). ``train.resume=auto``
+  same weights (``tests/training/test_training_pretrain.py`` checks it). ``train.resume=auto``
   (the default) resumes from the newest checkpoint in the run folder.
 - **Held-out metrics**: MLM loss, accuracy and bits per byte on fixed, fixed-mask
   windows of the corpus' held-out documents, every ``eval.every`` steps and at the end.
@@ -52,9 +52,9 @@ import torch
 from safetensors.torch import load_model, save_model
 from tqdm import tqdm
 
-from medeir_rag.configuration import MedeirConfig
-from medeir_rag.modeling import MedeirForMaskedLM
-from medeir_rag.tokenization import DEFAULT_TOKENIZER_DIR, load_tokenizer
+from medeir_rag.model.configuration import MedeirConfig
+from medeir_rag.model.modeling import MedeirForMaskedLM
+from medeir_rag.model.tokenization import DEFAULT_TOKENIZER_DIR, load_tokenizer
 
 from .common import (
     Dist,

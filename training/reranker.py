@@ -25,7 +25,7 @@ Design choices:
   top ``eval_candidates`` BM25 hits among the eval answers (its own answer added if
   BM25 missed it); MRR@10 of BM25's order, of the untrained and of the trained
   reranker.
-- **Output**: ``final/`` written by ``medeir_rag.export.save_cross_encoder`` (loads
+- **Output**: ``final/`` written by ``medeir_rag.model.export.save_cross_encoder`` (loads
   with ``CrossEncoder(path)``, no ``trust_remote_code``), plus the usual
   ``config.yaml``, ``metrics.jsonl``, ``loss_curve.png``, ``summary.json``.
 """
@@ -64,9 +64,9 @@ def load_init_cross_encoder(init: str | Path, staging: Path, max_length: int, de
     """A ``CrossEncoder`` on the pretrained backbone (a CrossEncoder folder is loaded as is)."""
     from sentence_transformers import CrossEncoder
 
-    from medeir_rag.export import save_cross_encoder
-    from medeir_rag.modeling import MedeirForSequenceClassification
-    from medeir_rag.tokenization import load_tokenizer
+    from medeir_rag.model.export import save_cross_encoder
+    from medeir_rag.model.modeling import MedeirForSequenceClassification
+    from medeir_rag.model.tokenization import load_tokenizer
 
     init = Path(init)
     if not (init / "config.json").is_file():
@@ -124,7 +124,7 @@ def train(config: RerankerConfig) -> dict[str, Any]:
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
-    from medeir_rag.export import save_cross_encoder
+    from medeir_rag.model.export import save_cross_encoder
 
     if not config.init:
         raise ValueError("train-reranker needs init=<pretrain final/ folder> (--init)")

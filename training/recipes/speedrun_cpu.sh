@@ -65,7 +65,7 @@ $PY -m medeir_rag.training.finetune --config "$PRESET" --init "$EMBEDDER_INIT" -
     --data-dir "$MEDEIR_DATA_DIR" "${FINETUNE_TEACHER[@]}"
 
 # 4. hybrid weight on held-out training-split pairs -> $OUT/finetune/final/hybrid.json
-#    (the tiny preset's synthetic data holds out too few records: tests/test_training_hybrid.py covers it)
+#    (the tiny preset's synthetic data holds out too few records: tests/training/test_training_hybrid.py covers it)
 if [ "$PRESET" != tiny ]; then
   $PY -m medeir_rag.training.hybrid --model "$OUT/finetune/final" --out "$OUT/hybrid" --data-dir "$MEDEIR_DATA_DIR"
 fi

@@ -6,7 +6,7 @@
   normalisation; ``int8``/``uint8`` need ``quantization_ranges`` (shape ``(2, dim)``,
   calibrated on a representative sample), as in sentence-transformers-haystack 2.0.
 - ``compute_precision`` (``"fp32"``, ``"bf16"``, ``"fp16"``, ``"int8"``) and ``backend``
-  (``"torch"``, ``"onnx"``) are ``MedeirEncoder``'s (``medeir_rag.precision``). Passing a compute
+  (``"torch"``, ``"onnx"``) are ``MedeirEncoder``'s (``medeir_rag.inference.precision``). Passing a compute
   name such as ``"bf16"`` to ``precision`` is a one-line error that names ``compute_precision``.
   A pipeline file written before the split (``precision: fp32``, no ``compute_precision``)
   still loads: ``from_dict`` moves the value over and warns. The older ``dtype`` argument
@@ -28,8 +28,9 @@ from typing import Any, Literal
 import numpy as np
 from haystack.utils import ComponentDevice
 
-from medeir_rag.encode import OVERLONG_POLICIES
 from medeir_rag.errors import InvalidArgumentError
+from medeir_rag.inference.encode import OVERLONG_POLICIES
+from medeir_rag.inference.precision import DTYPE_TO_PRECISION, PRECISIONS, check_options
 from medeir_rag.integrations._shared import get_encoder
 from medeir_rag.integrations.haystack._loading import (
     StoredParams,
@@ -39,7 +40,6 @@ from medeir_rag.integrations.haystack._loading import (
     local_model,
 )
 from medeir_rag.integrations.haystack._telemetry import NoTelemetry
-from medeir_rag.precision import DTYPE_TO_PRECISION, PRECISIONS, check_options
 
 Dtype = Literal["float32", "float16", "bfloat16"]  # deprecated: ComputePrecision
 ComputePrecision = Literal["fp32", "bf16", "fp16", "int8"]

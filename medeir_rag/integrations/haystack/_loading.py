@@ -30,7 +30,7 @@ from haystack.utils import Secret
 from haystack.utils.hf import deserialize_hf_model_kwargs, serialize_hf_model_kwargs
 
 from medeir_rag.errors import InvalidArgumentError, MissingPathError
-from medeir_rag.model_files import HUB_PREFIX
+from medeir_rag.model.files import HUB_PREFIX
 
 # the serialised "type" of every component: the import path users write, whichever module defines it
 PUBLIC_MODULE = "medeir_rag.integrations.haystack"

@@ -18,7 +18,7 @@ from medeir_rag.integrations.haystack._dense import (
     Overlong,
 )
 from medeir_rag.integrations.haystack._loading import DEFAULT_TOKEN, PUBLIC_MODULE, check_documents, meta_text
-from medeir_rag.model_files import DEFAULT_MODEL_NAME
+from medeir_rag.model.files import DEFAULT_MODEL_NAME
 
 
 @component
@@ -99,7 +99,7 @@ class MedeirDocumentEmbedder(DenseEmbedderBase):
         :param revision: hub revision of an `hf:` model (refused for a local folder).
         :param quantization_ranges: `(2, dim)` calibration ranges for `precision="int8"`/`"uint8"`.
         :param prompt_name: the saved prompt to prepend (`"document"`); `None` for none.
-        :param compute_precision: `"fp32"` (default), `"bf16"`, `"fp16"` (GPUs) or `"int8"` (see `medeir_rag.precision`).
+        :param compute_precision: `"fp32"` (default), `"bf16"`, `"fp16"` (GPUs) or `"int8"` (see `medeir_rag.inference.precision`).
         :param dtype: deprecated spelling of `compute_precision` (`"float32"`, `"float16"`, `"bfloat16"`); warns.
         :param overlong: documents over the model window: `"truncate"` (with a warning), `"chunk"` or `"error"`.
         """

@@ -16,6 +16,7 @@ from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils import ComponentDevice, Secret
 
 from medeir_rag.errors import InvalidArgumentError
+from medeir_rag.inference.precision import check_options
 from medeir_rag.integrations._shared import get_reranker
 from medeir_rag.integrations.haystack._dense import Backend, ComputePrecision
 from medeir_rag.integrations.haystack._loading import (
@@ -30,8 +31,7 @@ from medeir_rag.integrations.haystack._loading import (
     serialize_kwargs,
 )
 from medeir_rag.integrations.haystack._telemetry import NoTelemetry
-from medeir_rag.model_files import DEFAULT_RERANKER_NAME
-from medeir_rag.precision import check_options
+from medeir_rag.model.files import DEFAULT_RERANKER_NAME
 
 
 def _deduplicate(documents: list[Document]) -> list[Document]:

@@ -5,9 +5,9 @@ init parameters, sockets ``sparse_embedding`` and ``documents``), for
 ``QdrantSparseEmbeddingRetriever`` and ``QdrantHybridRetriever``.
 
 Design choices:
-- **The very weights of ``MedeirVectorStore``**: ``vector_store.sparse_document_vectors``
+- **The very weights of ``MedeirVectorStore``**: ``store.sparse_document_vectors``
   (BM25 term-frequency part over the model's own WordPiece ids) for documents and
-  ``vector_store.sparse_query_vector`` (1 per distinct token) for queries, on the model's
+  ``store.sparse_query_vector`` (1 per distinct token) for queries, on the model's
   tokenizer. No weights are loaded and nothing runs on a device, so ``device``, ``backend``
   and ``trust_remote_code`` are accepted for parity and have no effect.
 - **Qdrant supplies the IDF.** The document weights are only the term-frequency half of BM25;
@@ -36,6 +36,7 @@ from haystack.utils import ComponentDevice, Secret
 from tqdm.auto import tqdm
 
 from medeir_rag.errors import InvalidArgumentError
+from medeir_rag.inference.precision import BACKENDS
 from medeir_rag.integrations._shared import get_token_window
 from medeir_rag.integrations.haystack._dense import Backend
 from medeir_rag.integrations.haystack._loading import (
@@ -49,9 +50,8 @@ from medeir_rag.integrations.haystack._loading import (
     meta_text,
 )
 from medeir_rag.integrations.haystack._telemetry import NoTelemetry
-from medeir_rag.model_files import DEFAULT_MODEL_NAME
-from medeir_rag.precision import BACKENDS
-from medeir_rag.vector_store import sparse_document_vectors, sparse_query_vector
+from medeir_rag.model.files import DEFAULT_MODEL_NAME
+from medeir_rag.rag.store import sparse_document_vectors, sparse_query_vector
 
 # what QdrantDocumentStore needs for these vectors: sparse vectors with Qdrant's IDF modifier
 QDRANT_SPARSE_OPTIONS: dict[str, bool] = {"use_sparse_embeddings": True, "sparse_idf": True}

@@ -16,10 +16,10 @@ from typing import Any
 
 from haystack import Document, component, default_from_dict, default_to_dict
 
-from medeir_rag.chunking import DEFAULT_BOUNDARY_FRACTION, chunk_text, count_tokens
 from medeir_rag.errors import InvalidArgumentError
 from medeir_rag.integrations._shared import get_token_window
 from medeir_rag.integrations.haystack._loading import PUBLIC_MODULE, check_documents, meta_text
+from medeir_rag.rag.chunking import DEFAULT_BOUNDARY_FRACTION, chunk_text, count_tokens
 
 logger = logging.getLogger(__name__)
 

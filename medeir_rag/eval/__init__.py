@@ -1,0 +1,4 @@
+"""Benchmarks and analyses: BEIR loading, metrics, baselines, mteb tasks, the embedding cache.
+
+May import ``model``, ``inference`` and ``rag``.
+"""
