@@ -50,15 +50,15 @@ DEFAULT_PROMPTS = {"query": QUERY_PROMPT, "document": DOCUMENT_PROMPT}
 # -----------------------------------------------------------------------------
 # Remote code: the model's source, copied into every saved folder
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-REMOTE_CODE_ROOTS = ("configuration", "modeling")  # what auto_map names; their medeir_rag imports follow
+MODEL_DIR = Path(__file__).resolve().parent  # medeir_rag/model: the code a saved folder carries
+REMOTE_CODE_ROOTS = ("configuration", "modeling")  # what auto_map names; their medeir_rag.model imports follow
 AUTO_MAP = {
     "AutoConfig": "configuration_medeir.MedeirConfig",
     "AutoModel": "modeling_medeir.MedeirModel",
     "AutoModelForMaskedLM": "modeling_medeir.MedeirForMaskedLM",
     "AutoModelForSequenceClassification": "modeling_medeir.MedeirForSequenceClassification",
 }
-_PACKAGE_IMPORT = re.compile(r"^(?P<indent>[ \t]*)from medeir_rag\.(?P<module>\w+) import", re.MULTILINE)
+_PACKAGE_IMPORT = re.compile(r"^(?P<indent>[ \t]*)from medeir_rag\.model\.(?P<module>\w+) import", re.MULTILINE)
 
 
 def remote_code_file(module: str) -> str:
@@ -67,8 +67,8 @@ def remote_code_file(module: str) -> str:
 
 
 def _package_imports(source: str, module: str) -> list[str]:
-    """The ``medeir_rag`` modules ``source`` imports; anything but ``from medeir_rag.<module> import``
-    (a plain ``import medeir_rag``, a subpackage) cannot be made relative and is refused."""
+    """The ``medeir_rag.model`` modules ``source`` imports; anything but ``from medeir_rag.model.<module>
+    import`` (a plain ``import medeir_rag``, another subpackage) cannot be made relative and is refused."""
     imported = []
     for node in ast.walk(ast.parse(source)):
         names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
@@ -78,10 +78,10 @@ def _package_imports(source: str, module: str) -> list[str]:
             if name.split(".")[0] != "medeir_rag":
                 continue
             parts = name.split(".")
-            if not isinstance(node, ast.ImportFrom) or len(parts) != 2:
-                raise RuntimeError(f"medeir_rag/{module}.py line {node.lineno}: cannot copy `{ast.unparse(node)}` "
-                                   "into a saved model folder; import from a top-level medeir_rag module")
-            imported.append(parts[1])
+            if not isinstance(node, ast.ImportFrom) or len(parts) != 3 or parts[1] != "model":
+                raise RuntimeError(f"medeir_rag/model/{module}.py line {node.lineno}: cannot copy `{ast.unparse(node)}` "
+                                   "into a saved model folder; import from a medeir_rag.model module")
+            imported.append(parts[2])
     return imported
 
 
@@ -89,7 +89,7 @@ def remote_code_sources() -> dict[str, str]:
     """``{file name: source}`` of the self-contained copies of the model code.
 
     Starts from ``configuration.py`` and ``modeling.py`` and follows their ``medeir_rag``
-    imports (``attention.py`` today), rewriting ``from medeir_rag.x import`` as
+    imports (``attention.py`` today), rewriting ``from medeir_rag.model.x import`` as
     ``from .x_medeir import``: transformers copies a file's relative imports along with it.
     """
     from medeir_rag import __version__
@@ -100,12 +100,12 @@ def remote_code_sources() -> dict[str, str]:
         module = pending.pop(0)
         if remote_code_file(module) in sources:
             continue
-        source = (PACKAGE_DIR / f"{module}.py").read_text(encoding="utf-8")
+        source = (MODEL_DIR / f"{module}.py").read_text(encoding="utf-8")
         pending.extend(_package_imports(source, module))
         source = _PACKAGE_IMPORT.sub(lambda m: f"{m['indent']}from .{m['module']}_medeir import", source)
         if _package_imports(source, module):  # an import the rewrite did not reach (not at a line start)
-            raise RuntimeError(f"medeir_rag/{module}.py: a medeir_rag import is left after the rewrite")
-        header = (f"# Generated from medeir_rag/{module}.py (medeir_rag {__version__}) when this model was saved,\n"
+            raise RuntimeError(f"medeir_rag/model/{module}.py: a medeir_rag import is left after the rewrite")
+        header = (f"# Generated from medeir_rag/model/{module}.py (medeir_rag {__version__}) when this model was saved,\n"
                   "# so the folder loads with trust_remote_code=True without medeir_rag installed. Do not edit.\n")
         sources[remote_code_file(module)] = header + source
     return sources
