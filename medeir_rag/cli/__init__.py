@@ -1,8 +1,9 @@
 """The ``medeir`` command: one entry point, one subcommand per job.
 
-Each subcommand lives in its own module with ``main(argv) -> int`` (and is also runnable
-as ``python -m <module>``, so ``torchrun -m medeir_rag.training.pretrain`` works). This
-file only dispatches, importing the module on demand: ``medeir info`` must not pay for
+Each library subcommand is a module of this package (``medeir_rag.cli.index``, ...) that
+parses arguments and prints; training stages stay ``medeir_rag.training.<stage>``. Every one
+has ``main(argv) -> int`` and runs as ``python -m <module>`` (so ``torchrun -m
+medeir_rag.training.pretrain`` works). This file only dispatches, importing the module on demand: ``medeir info`` must not pay for
 importing training or evaluation code, and a missing optional extra gives an install hint
 instead of a traceback.
 
@@ -13,10 +14,7 @@ everything else to ``main`` here.
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import json
-import platform
 import sys
 from collections.abc import Sequence
 
@@ -24,7 +22,7 @@ from medeir_rag.errors import run_command
 
 # name -> (module, extra that provides its dependencies, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str | None, str]] = {
-    "info": ("medeir_rag.cli", None, "versions, devices, bundled model and attention backends"),
+    "info": ("medeir_rag.cli.info", None, "versions, devices, bundled model and attention backends"),
     "train-tokenizer": ("medeir_rag.training.tokenizer", None, "train the medical WordPiece tokenizer"),
     "tokenizer-report": ("medeir_rag.training.tokenizer_report", None, "pieces per word vs bert-base-uncased"),
     "prepare-corpus": ("medeir_rag.training.corpus", "train", "JSONL/text/PubMed XML -> sharded corpus"),
@@ -40,45 +38,6 @@ SUBCOMMANDS: dict[str, tuple[str, str | None, str]] = {
     "index": ("medeir_rag.cli.index", "qdrant", "index documents into Qdrant"),
     "query": ("medeir_rag.cli.query", "qdrant", "search an index"),
 }
-
-
-def info(argv: Sequence[str] | None = None) -> int:
-    """Print what a bug report needs: versions, device, bundled model, attention backends."""
-    parser = argparse.ArgumentParser(prog="medeir info", description=SUBCOMMANDS["info"][2])
-    parser.add_argument("--json", action="store_true", help="print one JSON object (the same keys) instead of a table")
-    args = parser.parse_args(argv)
-    import torch
-    import transformers
-
-    import medeir_rag
-    from medeir_rag.model.attention import flash_attn_available, triton_available
-    from medeir_rag.model.files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME, bundled_model_path
-
-    rows = [
-        ("medeir_rag", medeir_rag.__version__),
-        ("python", platform.python_version()),
-        ("torch", torch.__version__),
-        ("transformers", transformers.__version__),
-        ("cuda", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available"),
-        ("flash-attn", "installed" if flash_attn_available() else "not installed"),
-        ("triton (FlexAttention)", "installed" if triton_available() else "not installed"),
-    ]
-    try:
-        import sentence_transformers
-
-        rows.append(("sentence-transformers", sentence_transformers.__version__))
-    except ImportError:
-        rows.append(("sentence-transformers", "not installed"))
-    for name in (DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME):
-        path = bundled_model_path(name)
-        rows.append((f"bundled {name}", str(path) if path.is_dir() else "not installed"))
-    if args.json:
-        print(json.dumps(dict(rows), indent=2))
-        return 0
-    width = max(len(key) for key, _ in rows)
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,8 +60,6 @@ def _dispatch(argv: list[str]) -> int:
     if name not in SUBCOMMANDS:
         print(f"medeir: unknown command {name!r}; run `medeir --help`", file=sys.stderr)
         return 2
-    if name == "info":
-        return info(rest)
     module_name, extra, _ = SUBCOMMANDS[name]
     try:
         module = importlib.import_module(module_name)
