@@ -46,7 +46,6 @@ import re
 import sys
 import time
 import unicodedata
-import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -54,6 +53,9 @@ from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+from medeir_rag.rag.documents import document_text as join_text
+from medeir_rag.rag.documents import iter_pubmed_articles, open_file
 
 from .config import CorpusConfig
 from .text_sources import (
@@ -130,12 +132,6 @@ def record_to_doc(record: dict[str, Any], source: str, fallback_id: str) -> Doc 
 # Readers
 
 
-def _open(path: Path, mode: str = "rt"):
-    if path.suffix == ".gz":
-        return gzip.open(path, mode, encoding="utf-8") if "t" in mode else gzip.open(path, mode)
-    return open(path, mode, encoding="utf-8") if "t" in mode else open(path, mode)
-
-
 def _source_name(path: Path) -> str:
     name = path.name
     for suffix in (".gz", ".jsonl", ".json", ".ndjson", ".txt", ".xml"):
@@ -165,7 +161,7 @@ def iter_text_docs(path: Path, unit: str = "paragraph") -> Iterator[Doc]:
         n += 1
         return Doc(id=f"{source}:{n - 1}", text=text, source=source, body=text, ids=(f"{source}:{n - 1}",))
 
-    with _open(path) as f:
+    with open_file(path, "rt") as f:
         for line in f:
             line = line.strip()
             if unit == "line" or not line:
@@ -179,44 +175,13 @@ def iter_text_docs(path: Path, unit: str = "paragraph") -> Iterator[Doc]:
         yield doc
 
 
-def _element_text(element: ET.Element | None) -> str:
-    """All text inside an element (PubMed titles carry <i>, <sup>, ... markup)."""
-    return "" if element is None else _SPACE.sub(" ", "".join(element.itertext())).strip()
-
-
-def parse_pubmed_article(article: ET.Element) -> Doc | None:
-    """One ``PubmedArticle`` element -> ``Doc`` (title + abstract); None without text."""
-    citation = article.find("MedlineCitation")
-    if citation is None:
-        return None
-    pmid = _element_text(citation.find("PMID"))
-    title = _element_text(citation.find("Article/ArticleTitle"))
-    sections = []
-    for part in citation.findall("Article/Abstract/AbstractText"):
-        text = _element_text(part)
-        if not text:
-            continue
-        label = part.get("Label")
-        sections.append(f"{label}: {text}" if label and label.upper() != "UNLABELLED" else text)
-    body = " ".join(sections)
-    text = "\n".join(p for p in (title, body) if p)
-    if not text or not pmid:
-        return None
-    return Doc(id=f"pmid:{pmid}", text=text, source="pubmed", body=body, ids=(pmid,))
-
-
 def iter_pubmed_xml(path: Path) -> Iterator[Doc]:
-    """Stream a PubMed baseline/update file; memory stays flat (elements are cleared)."""
-    with _open(path, "rb") as f:
-        context = ET.iterparse(f, events=("start", "end"))
-        _, root = next(context)
-        for event, element in context:
-            if event == "end" and element.tag == "PubmedArticle":
-                doc = parse_pubmed_article(element)
-                element.clear()
-                root.clear()  # drop finished articles from the root too
-                if doc is not None:
-                    yield doc
+    """Articles of a PubMed baseline/update file (``medeir_rag.rag.documents``' parser): title,
+    then the abstract sections on one line; articles without text are skipped."""
+    for article in iter_pubmed_articles(path):
+        body = " ".join(article.sections)
+        if text := join_text(article.title, body, sep="\n"):
+            yield Doc(id=f"pmid:{article.pmid}", text=text, source="pubmed", body=body, ids=(article.pmid,))
 
 
 def _is_beir_dir(path: Path) -> bool:
@@ -317,7 +282,7 @@ def load_exclusion(items: Iterable[str], data_dir: Path) -> Exclusion:
             for record in iter_jsonl(path):
                 exclusion.ids.update(record_ids(record))
         else:
-            with _open(path) as f:
+            with open_file(path, "rt") as f:
                 exclusion.ids.update(normalize_id(line) for line in f if line.strip())
     return exclusion
 

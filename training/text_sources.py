@@ -21,7 +21,6 @@ Design choices:
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -30,6 +29,9 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
+
+from medeir_rag.rag.documents import document_text as join_text
+from medeir_rag.rag.documents import open_file
 
 Split = Literal["train", "heldout", "all"]
 
@@ -93,9 +95,7 @@ def _open_text(path: str | os.PathLike[str]):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+    return open_file(path, "rt")
 
 
 def iter_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
@@ -116,14 +116,12 @@ def iter_lines(path: str | os.PathLike[str]) -> Iterator[str]:
 
 def document_text(record: dict[str, Any]) -> str:
     """``title + "\\n" + text``, leaving out an empty part (many records have no title)."""
-    parts = (str(record.get("title") or "").strip(), str(record.get("text") or "").strip())
-    return "\n".join(p for p in parts if p)
+    return join_text(str(record.get("title") or ""), str(record.get("text") or ""), sep="\n")
 
 
 def qa_text(record: dict[str, Any]) -> str:
     """``question + "\\n" + answer`` for a MedQuAD pair, leaving out an empty part."""
-    parts = (str(record.get("question") or "").strip(), str(record.get("answer") or "").strip())
-    return "\n".join(p for p in parts if p)
+    return join_text(str(record.get("question") or ""), str(record.get("answer") or ""), sep="\n")
 
 
 def iter_document_texts(path: str | os.PathLike[str]) -> Iterator[str]:

@@ -38,7 +38,6 @@ Nothing here opens a network connection unless ``--qdrant-url`` names a server (
 from __future__ import annotations
 
 import argparse
-import gzip
 import itertools
 import json
 import os
@@ -124,31 +123,6 @@ def _where(error) -> str:
     return f"{error.path}:{error.line}" if error.line is not None else str(error.path)
 
 
-def count_records(path: str | os.PathLike[str] | None) -> int | None:
-    """How many records ``path`` holds (non-blank JSON lines, one per text file), for the ETA.
-
-    ``None`` when a file cannot be counted cheaply (PubMed XML) or cannot be read.
-    """
-    from medeir_rag.rag.documents import SAMPLE_CORPUS, list_files
-
-    try:
-        files = [SAMPLE_CORPUS] if path is None else list_files(path)
-        total = 0
-        for file in files:
-            name = file.name.lower().removesuffix(".gz")
-            if name.endswith((".jsonl", ".ndjson")):
-                opener = gzip.open if file.name.lower().endswith(".gz") else open
-                with opener(file, "rb") as handle:
-                    total += sum(1 for line in handle if line.strip())
-            elif name.endswith(".xml"):
-                return None
-            else:
-                total += 1
-        return total
-    except (OSError, EOFError, ValueError):
-        return None  # the reader reports it, with the file and line
-
-
 def _migrate(args: argparse.Namespace) -> int:
     from medeir_rag.rag.store_backends import check_qdrant_path, migrate_local_store
 
@@ -210,7 +184,13 @@ def _run(args: argparse.Namespace, state: dict[str, bool]) -> int:
     from medeir_rag.inference.encoder import MedeirEncoder, resolve_device
     from medeir_rag.model.files import resolve_model_path
     from medeir_rag.rag.chunking import load_token_window
-    from medeir_rag.rag.documents import DocumentReadError, list_files, read_documents, read_sample_corpus
+    from medeir_rag.rag.documents import (
+        DocumentReadError,
+        count_records,
+        list_files,
+        read_documents,
+        read_sample_corpus,
+    )
     from medeir_rag.rag.store import MedeirVectorStore, open_backend
 
     # the cheap checks, before any model loads: input, model path, device, Qdrant folder and lock

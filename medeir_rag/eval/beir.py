@@ -20,7 +20,6 @@ Design choices:
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import json
 import os
@@ -28,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from medeir_rag.rag.documents import document_text, open_file
 
 DATA_DIR_ENV = "MEDEIR_DATA_DIR"
 DEFAULT_DATASETS = ("beir/scifact", "beir/medquad_qa")
@@ -41,12 +42,6 @@ def default_data_dir() -> Path:
 def default_folders() -> list[Path]:
     """The SciFact and MedQuAD QA folders under the shared data folder."""
     return [default_data_dir() / name for name in DEFAULT_DATASETS]
-
-
-def document_text(title: str | None, text: str | None) -> str:
-    """Title and text joined as mteb joins them for a corpus entry."""
-    title, text = title or "", text or ""
-    return f"{title} {text}".strip() if title else text.strip()
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
@@ -72,8 +67,7 @@ def _find(folder: Path, stem: str) -> Path:
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Records of a JSON-lines file, gzipped when the name ends in ``.gz``."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
+    with open_file(path, "rt") as handle:
         for line_number, line in enumerate(handle, 1):
             if line.strip():
                 try:

@@ -41,7 +41,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, TextIO
 
 from medeir_rag.errors import InvalidArgumentError, MedeirError, MissingPathError, replace_lone_surrogates
 
@@ -98,8 +98,46 @@ def _suffix(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
-def _open_binary(path: Path) -> BinaryIO:
-    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+def open_file(path: str | os.PathLike[str], mode: Literal["rb", "rt"] = "rb") -> BinaryIO | TextIO:
+    """``path`` opened for reading, through gzip when its name ends in ``.gz``; text mode is UTF-8.
+
+    The one opener of data files (documents, BEIR folders, training sources)."""
+    path = Path(path)
+    gzipped = path.name.lower().endswith(".gz")
+    if mode == "rb":
+        return gzip.open(path, "rb") if gzipped else open(path, "rb")
+    return gzip.open(path, "rt", encoding="utf-8") if gzipped else open(path, encoding="utf-8")
+
+
+def document_text(title: str | None, text: str | None, sep: str = " ") -> str:
+    """Title and text, each stripped, joined by ``sep``, an empty part left out.
+
+    ``" "`` is how mteb joins a corpus entry, and what the store embeds and reranks; the
+    training stages join with ``"\\n"``."""
+    return sep.join(part for part in ((title or "").strip(), (text or "").strip()) if part)
+
+
+def count_records(path: str | os.PathLike[str] | None) -> int | None:
+    """How many records ``path`` holds (non-blank JSON lines, one per text file), for an ETA.
+
+    ``None`` when a file cannot be counted cheaply (PubMed XML) or cannot be read; ``path``
+    ``None`` is the sample corpus.
+    """
+    try:
+        files = [SAMPLE_CORPUS] if path is None else list_files(path)
+        total = 0
+        for file in files:
+            name = file.name.lower().removesuffix(".gz")
+            if name.endswith(JSONL_SUFFIXES):
+                with open_file(file) as handle:
+                    total += sum(1 for line in handle if line.strip())
+            elif name.endswith(XML_SUFFIXES):
+                return None
+            else:
+                total += 1
+        return total
+    except (OSError, EOFError, ValueError):
+        return None  # the reader reports it, with the file and line
 
 
 def _decode(data: bytes, path: Path, line: int | None, errors: EncodingErrors, warned: list[bool]) -> str:
@@ -235,7 +273,7 @@ def read_jsonl(
     line_number = 0
     seen: dict[str, tuple[int, int]] = {}  # id -> (line, hash of title and text)
     try:
-        with _open_binary(path) as handle:
+        with open_file(path) as handle:
             for line_number, raw in enumerate(handle, start=1):
                 try:
                     doc = _parse_jsonl_line(raw, path, line_number, encoding_errors, warned)
@@ -257,7 +295,7 @@ def read_jsonl(
 def read_text_file(path: Path, doc_id: str, encoding_errors: EncodingErrors = "strict") -> SourceDocument:
     """A whole file as one document; the title is the file name without suffixes."""
     try:
-        with _open_binary(path) as handle:
+        with open_file(path) as handle:
             data = handle.read()
     except (OSError, EOFError) as error:
         raise DocumentReadError(f"{path}: cannot read ({error})", path=path) from None
@@ -271,39 +309,74 @@ def _text(element: ET.Element | None) -> str:
     return " ".join("".join(element.itertext()).split()) if element is not None else ""
 
 
+@dataclass
+class PubmedArticle:
+    """The parts of one ``PubmedArticle`` element that readers use."""
+
+    pmid: str
+    title: str
+    sections: list[str]  # AbstractText parts, "LABEL: text" when labelled (not "UNLABELLED")
+    journal: str = ""
+    year: str = ""
+
+
+def parse_pubmed_article(element: ET.Element) -> PubmedArticle | None:
+    """One ``PubmedArticle`` element; ``None`` without a ``MedlineCitation``/``PMID``.
+
+    The one PubMed parser: the indexer (``read_pubmed_xml``) and the training corpus use it."""
+    citation = element.find("MedlineCitation")
+    pmid = _text(citation.find("PMID")) if citation is not None else ""
+    if not pmid:
+        return None
+    article = citation.find("Article")
+    if article is None:
+        return PubmedArticle(pmid=pmid, title="", sections=[])
+    sections = []
+    for part in article.iterfind("Abstract/AbstractText"):
+        label, body = part.get("Label"), _text(part)
+        if body:
+            sections.append(f"{label}: {body}" if label and label.upper() != "UNLABELLED" else body)
+    return PubmedArticle(pmid=pmid, title=_text(article.find("ArticleTitle")), sections=sections,
+                         journal=_text(article.find("Journal/Title")),
+                         year=_text(article.find("Journal/JournalIssue/PubDate/Year")))
+
+
+def iter_pubmed_articles(path: str | os.PathLike[str]) -> Iterator[PubmedArticle]:
+    """Every article of an NCBI PubMed/MEDLINE XML file (optionally gzipped); memory stays flat.
+
+    Raises ``DocumentReadError`` (file and line) on broken XML or a truncated file."""
+    try:
+        with open_file(path) as handle:
+            context = ET.iterparse(handle, events=("start", "end"))
+            _, root = next(context)
+            for event, element in context:
+                if event != "end" or element.tag != "PubmedArticle":
+                    continue
+                article = parse_pubmed_article(element)
+                element.clear()
+                root.clear()  # drop finished articles from the root too
+                if article is not None:
+                    yield article
+    except ET.ParseError as error:
+        raise DocumentReadError(f"{path}: not well-formed XML ({error})", path=path, line=error.position[0]) from None
+    except StopIteration:
+        return
+    except (OSError, EOFError) as error:  # truncated gzip
+        raise DocumentReadError(f"{path}: cannot read ({error})", path=path) from None
+
+
 def read_pubmed_xml(path: Path) -> Iterator[SourceDocument]:
     """``PubmedArticle`` records of an NCBI PubMed/MEDLINE XML file (baseline or update files).
 
-    Title is ``ArticleTitle``; text is the ``AbstractText`` parts, each structured part
-    prefixed with its ``Label`` ("BACKGROUND: ..."). Id ``pmid:<PMID>``; meta holds
-    ``pmid``, ``journal`` and ``year``.
+    Title is ``ArticleTitle``; text is the ``AbstractText`` parts, one per line, each
+    structured part prefixed with its ``Label`` ("BACKGROUND: ..."). Id ``pmid:<PMID>``;
+    meta holds ``pmid``, ``journal`` and ``year``.
     """
-    try:
-        with _open_binary(path) as handle:
-            for _, element in ET.iterparse(handle, events=("end",)):
-                if element.tag != "PubmedArticle":
-                    continue
-                citation = element.find("MedlineCitation")
-                pmid = _text(citation.find("PMID")) if citation is not None else ""
-                article = citation.find("Article") if citation is not None else None
-                title = _text(article.find("ArticleTitle")) if article is not None else ""
-                parts = []
-                for part in article.iterfind("Abstract/AbstractText") if article is not None else ():
-                    label, body = part.get("Label"), _text(part)
-                    parts.append(f"{label}: {body}" if label and body else body)
-                journal = _text(article.find("Journal/Title")) if article is not None else ""
-                year = _text(article.find("Journal/JournalIssue/PubDate/Year")) if article is not None else ""
-                element.clear()
-                if not pmid:
-                    continue
-                meta = {"pmid": pmid, **({"journal": journal} if journal else {}), **({"year": year} if year else {})}
-                yield SourceDocument(
-                    id=f"pmid:{pmid}", text="\n".join(p for p in parts if p), title=title, meta=meta, source=str(path)
-                )
-    except ET.ParseError as error:
-        raise DocumentReadError(f"{path}: not well-formed XML ({error})", path=path, line=error.position[0]) from None
-    except (OSError, EOFError) as error:  # truncated gzip
-        raise DocumentReadError(f"{path}: cannot read ({error})", path=path) from None
+    for article in iter_pubmed_articles(path):
+        meta = {"pmid": article.pmid, **({"journal": article.journal} if article.journal else {}),
+                **({"year": article.year} if article.year else {})}
+        yield SourceDocument(id=f"pmid:{article.pmid}", text="\n".join(article.sections), title=article.title,
+                             meta=meta, source=str(path))
 
 
 # ----------------------------------------------------------------------------

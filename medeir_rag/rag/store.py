@@ -69,10 +69,9 @@ from typing import Any, Literal
 from tqdm.auto import tqdm
 
 from medeir_rag.errors import InvalidArgumentError, check_text
-from medeir_rag.eval.beir import document_text
 from medeir_rag.inference.encoder import MedeirEncoder
 from medeir_rag.rag.chunking import Chunk, TokenWindow, chunk_text, count_tokens
-from medeir_rag.rag.documents import SourceDocument
+from medeir_rag.rag.documents import SourceDocument, document_text
 from medeir_rag.rag.fusion import HybridWeights, convex_combination, load_hybrid_weights
 from medeir_rag.rag.store_backends import (
     DEFAULT_QDRANT_PATH,

@@ -16,7 +16,7 @@ from medeir_rag.cli import index as indexing
 from medeir_rag.cli import query as querying
 from medeir_rag.errors import InvalidArgumentError
 from medeir_rag.inference.encoder import MedeirEncoder
-from medeir_rag.rag.documents import SourceDocument, read_sample_corpus
+from medeir_rag.rag.documents import SourceDocument, count_records, read_sample_corpus
 from medeir_rag.rag.store import (
     LegacyStoreError,
     MedeirVectorStore,
@@ -247,7 +247,7 @@ def test_indexing_progress_shows_documents_chunks_points_per_second_and_eta(tiny
     file = tmp_path / "docs.jsonl"
     file.write_text("".join(json.dumps({"id": f"r{i}", "text": f"Gout flare {i} treated with colchicine."}) + "\n"
                             for i in range(40)) + "\n", encoding="utf-8")
-    assert indexing.count_records(file) == 40 and indexing.count_records(None) == len(list(read_sample_corpus()))
+    assert count_records(file) == 40 and count_records(None) == len(list(read_sample_corpus()))
     argv = [str(file), "--model", str(tiny_model_dir), "--qdrant-path", str(tmp_path / "q"), "--device", "cpu",
             "--batch-size", "8"]
     assert indexing.main(argv) == 0
