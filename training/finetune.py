@@ -63,6 +63,7 @@ from typing import Any
 import torch
 
 import medeir_rag  # noqa: F401  (registers the medeir model type)
+from medeir_rag.runtime import default_device
 
 from .common import (
     RunDir,
@@ -118,9 +119,7 @@ def load_init_model(init: str | Path, staging: Path, device: str):
 
 
 def resolve_st_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    return default_device() if name == "auto" else name
 
 
 def use_bf16(train: StTrain, device: str) -> bool:

@@ -39,7 +39,6 @@ import datetime as dt
 import json
 import logging
 import platform
-import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -54,6 +53,7 @@ from medeir_rag.eval.beir import BeirDataset, default_folders, load_beir, sha256
 from medeir_rag.eval.embedding_cache import EmbeddingCache, weights_sha256
 from medeir_rag.eval.metrics import K_VALUES, METRIC_LABELS, REPORTED_METRICS, Run, score_run
 from medeir_rag.rag.fusion import RRF_K, HybridWeights, load_hybrid_weights, reciprocal_rank_fusion
+from medeir_rag.runtime import default_device, seed_everything
 
 if TYPE_CHECKING:
     from medeir_rag.eval.baselines import DenseModel
@@ -221,14 +221,8 @@ def _load_reranker(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
         raise Skip(f"reranker not found: {error}") from error
     from medeir_rag.inference.rerank import MedeirReranker
 
-    reranker = MedeirReranker(path, device=args.device or _default_device())
+    reranker = MedeirReranker(path, device=args.device or default_device())
     return reranker, {"name": f"reranker ({path.name})", "path": str(path), "weights_sha256": weights_sha256(path)}
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _check_against_mteb(mteb_scores: dict[str, float], ours: dict[str, float]) -> float:
@@ -385,20 +379,12 @@ def table_json(report: dict[str, Any]) -> dict[str, Any]:
                         for name, block in report["results"].items()}}
 
 
-def _seed_everything(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def _evaluate(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     """Every row on every dataset; writes results.json and results.md and returns the report."""
     started = time.perf_counter()
-    _seed_everything(args.seed)
+    seed_everything(args.seed)
     show = not args.quiet
-    args.device = args.device or _default_device()
+    args.device = args.device or default_device()
     from medeir_rag.eval.baselines import load_minilm
     from medeir_rag.eval.bm25 import word_tokenizer
 

@@ -43,6 +43,7 @@ import numpy as np
 
 from medeir_rag.eval.beir import default_data_dir, document_text, load_beir, read_jsonl, sha256_file
 from medeir_rag.eval.embedding_cache import EmbeddingCache
+from medeir_rag.runtime import default_device
 
 logger = logging.getLogger(__name__)
 
@@ -279,13 +280,12 @@ def _markdown(metrics: dict[str, dict[str, Any]], sets: list[LabelledSet]) -> st
 def _analyze(args: argparse.Namespace, argv: list[str]) -> tuple[int, dict[str, Any] | None]:
     """The analysis: writes analysis.json, analysis.md and the plots, prints the table; ``(status, table_json)``."""
     started = time.perf_counter()
-    import torch
 
     from medeir_rag.eval.baselines import embed, load_medeir, load_minilm
     from medeir_rag.eval.benchmark import package_versions
 
     data_dir = args.data_dir or default_data_dir()
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device or default_device()
     cache = EmbeddingCache(None if args.no_cache else args.cache_dir)
 
     models: dict[str, Any] = {}

@@ -43,16 +43,12 @@ from medeir_rag.model.files import (
 )
 from medeir_rag.model.loading import quiet_loading
 from medeir_rag.model.modeling import MedeirModel
+from medeir_rag.runtime import default_device
 
 if TYPE_CHECKING:
     from medeir_rag.inference.onnx_backend import OnnxEncoderModel
 
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus", "text")
-
-
-def default_device() -> str:
-    """``cuda`` when a GPU is visible, else ``cpu``."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
