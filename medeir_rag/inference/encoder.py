@@ -25,7 +25,12 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from medeir_rag.errors import InvalidArgumentError, check_text
-from medeir_rag.inference.encode import OverlongPolicy, check_truncate_dim, encode, validate_texts
+from medeir_rag.inference.encode import (
+    OverlongPolicy,
+    check_truncate_dim,
+    encode,
+    validate_texts,
+)
 from medeir_rag.inference.precision import (
     autocast_dtype,
     check_device,
@@ -35,10 +40,12 @@ from medeir_rag.inference.precision import (
 )
 from medeir_rag.model.configuration import MedeirConfig
 from medeir_rag.model.files import (
+    DOCUMENT_PROMPT_NAMES,
     ModelFileError,
     check_st_kind,
     check_transformer_dir,
     read_json,
+    read_st_folder,
     resolve_model_path,
 )
 from medeir_rag.model.loading import quiet_loading
@@ -48,7 +55,6 @@ from medeir_rag.runtime import default_device
 if TYPE_CHECKING:
     from medeir_rag.inference.onnx_backend import OnnxEncoderModel
 
-DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus", "text")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -126,19 +132,17 @@ class MedeirEncoder:
         self.precision = precision
         self.backend = backend
         self.path = resolve_model_path(model_name_or_path)
-        modules = read_json(self.path / "modules.json")
-        transformer_dir = self.path / next(m["path"] for m in modules if m["type"].endswith("Transformer"))
+        folder = read_st_folder(self.path)
+        transformer_dir = folder.transformer_dir
         check_st_kind(self.path, "embedder")
         check_transformer_dir(transformer_dir, role="embedder")
         hidden = read_json(transformer_dir / "config.json").get("hidden_size")
         if isinstance(hidden, int):  # before any weights load: a bad truncate_dim makes no store
             check_truncate_dim(truncate_dim, hidden)
-        st_config = read_json(self.path / "config_sentence_transformers.json")
-        self.prompts: dict[str, str] = dict(st_config.get("prompts") or {})
-        bert_config_file = transformer_dir / "sentence_bert_config.json"
-        window = read_json(bert_config_file).get("max_seq_length") if bert_config_file.is_file() else None
-        self.normalize = any(m["type"].endswith("Normalize") for m in modules)
-        pooling_dirs = [self.path / m["path"] for m in modules if m["type"].endswith("Pooling")]
+        self.prompts: dict[str, str] = folder.prompts
+        window = folder.max_seq_length
+        self.normalize = bool(folder.module_dirs("Normalize"))
+        pooling_dirs = folder.module_dirs("Pooling")
         if pooling_dirs:
             pooling = read_json(pooling_dirs[0] / "config.json")
             is_mean = pooling.get("pooling_mode") == "mean" or pooling.get("pooling_mode_mean_tokens", False)

@@ -113,11 +113,11 @@ def remote_code_sources() -> dict[str, str]:
 
 def transformer_folder(path: str | Path) -> Path:
     """The folder holding the transformers ``config.json`` of a saved ST or CrossEncoder folder."""
+    from medeir_rag.model.files import read_st_folder
+
     path = Path(path)
-    modules_file = path / "modules.json"
-    if modules_file.is_file():
-        modules = json.loads(modules_file.read_text(encoding="utf-8"))
-        return path / next(m["path"] for m in modules if m["type"].endswith("Transformer"))
+    if (path / "modules.json").is_file():
+        return read_st_folder(path, require_st_config=False).transformer_dir
     return path
 
 

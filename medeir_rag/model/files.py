@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -193,3 +194,47 @@ def check_transformer_dir(path: Path, role: ModelRole | None = None) -> None:
     if not isinstance(tokenizer, dict) or not isinstance(tokenizer.get("model"), dict):
         raise ModelFileError(f"{path / 'tokenizer.json'} holds no tokenizer model (a 'model' object); "
                              "restore the tokenizer.json saved with the model")
+
+
+# ----------------------------------------------------------------------------
+# sentence-transformers folders
+
+DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus", "text")  # the first one saved is the document prompt
+
+
+@dataclass(frozen=True)
+class StFolder:
+    """What a saved sentence-transformers folder says about itself, read once from its JSON files."""
+
+    path: Path
+    modules: list[dict] = field(default_factory=list)
+    transformer_dir: Path = Path()
+    max_seq_length: int | None = None  # sentence_bert_config.json, when it sets one
+    prompts: dict[str, str] = field(default_factory=dict)
+
+    def module_dirs(self, kind: str) -> list[Path]:
+        """The folders of the modules whose type ends in ``kind`` (``"Pooling"``, ``"Normalize"``)."""
+        return [self.path / m["path"] for m in self.modules if m["type"].endswith(kind)]
+
+    @property
+    def document_prompt(self) -> str:
+        return next((self.prompts[n] for n in DOCUMENT_PROMPT_NAMES if n in self.prompts), "")
+
+
+def read_st_folder(path: str | os.PathLike[str], *, require_st_config: bool = True) -> StFolder:
+    """``modules.json``, the Transformer module's folder and window, and the saved prompts.
+
+    The one parser of a sentence-transformers folder (the encoder and the token window use
+    it). ``require_st_config=False`` accepts a folder without ``config_sentence_transformers.json``."""
+    path = Path(path)
+    modules = read_json(path / "modules.json")
+    transformer = next((m for m in modules if m.get("type", "").endswith("Transformer")), None)
+    if transformer is None:
+        raise ModelFileError(f"{path / 'modules.json'}: no Transformer module")
+    transformer_dir = path / transformer["path"]
+    bert_config = transformer_dir / "sentence_bert_config.json"
+    window = read_json(bert_config).get("max_seq_length") if bert_config.is_file() else None
+    st_config_file = path / "config_sentence_transformers.json"
+    st_config = read_json(st_config_file) if require_st_config or st_config_file.is_file() else {}
+    return StFolder(path=path, modules=modules, transformer_dir=transformer_dir, max_seq_length=window,
+                    prompts=dict(st_config.get("prompts") or {}))

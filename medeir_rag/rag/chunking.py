@@ -30,7 +30,6 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
@@ -103,23 +102,18 @@ def load_token_window(model_name_or_path: str | os.PathLike[str] | None = None) 
     from transformers import PreTrainedTokenizerFast
 
     from medeir_rag.model.export import DEFAULT_PROMPTS
-    from medeir_rag.model.files import read_json, resolve_model_path
+    from medeir_rag.model.files import read_json, read_st_folder, resolve_model_path
     from medeir_rag.model.tokenization import MODEL_MAX_LENGTH, load_tokenizer
 
     if model_name_or_path is None:
         return TokenWindow(load_tokenizer(), MODEL_MAX_LENGTH, DEFAULT_PROMPTS["document"])
     path = resolve_model_path(model_name_or_path)
-    modules = read_json(path / "modules.json")
-    transformer_dir = path / next(m["path"] for m in modules if m["type"].endswith("Transformer"))
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(transformer_dir), local_files_only=True)
-    bert_config = transformer_dir / "sentence_bert_config.json"
-    window = read_json(bert_config).get("max_seq_length") if bert_config.is_file() else None
-    config = read_json(transformer_dir / "config.json")
-    window = min(window or tokenizer.model_max_length, config.get("max_position_embeddings", window))
-    st_config_file = Path(path) / "config_sentence_transformers.json"
-    prompts = dict(read_json(st_config_file).get("prompts") or {}) if st_config_file.is_file() else {}
-    prompt = next((prompts[n] for n in ("document", "passage", "corpus", "text") if n in prompts), "")
-    return TokenWindow(tokenizer, int(window), prompt)
+    folder = read_st_folder(path, require_st_config=False)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder.transformer_dir), local_files_only=True)
+    config = read_json(folder.transformer_dir / "config.json")
+    window = min(folder.max_seq_length or tokenizer.model_max_length,
+                 config.get("max_position_embeddings", folder.max_seq_length))
+    return TokenWindow(tokenizer, int(window), folder.document_prompt)
 
 
 def count_tokens(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
