@@ -14,7 +14,8 @@ from pathlib import Path
 
 from medeir_rag.eval.benchmark import DEFAULT_OUTPUT_DIR, _evaluate, markdown_report, table_json
 from medeir_rag.eval.embedding_cache import DEFAULT_CACHE_DIR
-from medeir_rag.rag.fusion import RRF_K
+from medeir_rag.inference.encode import DEFAULT_BATCH_TOKENS
+from medeir_rag.rag.fusion import HYBRID_CANDIDATES, RRF_K
 
 
 def _alpha(text: str) -> float:
@@ -40,15 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reranker", default=None, help="cross-encoder dir (default: the bundled reranker)")
     parser.add_argument("--no-reranker", action="store_true", help="skip the reranker row")
     parser.add_argument("--no-minilm", action="store_true", help="skip the all-MiniLM-L6-v2 row")
-    parser.add_argument("--rerank-top-k", type=int, default=100,
-                        help="hybrid hits the reranker rescores (default 100)")
+    parser.add_argument("--rerank-top-k", type=int, default=HYBRID_CANDIDATES,
+                        help=f"hybrid hits the reranker rescores (default {HYBRID_CANDIDATES})")
     parser.add_argument("--alpha", type=_alpha, default=None,
                         help="dense weight of the hybrid row (default: the model's hybrid.json, else 0.5)")
     parser.add_argument("--rrf-k", type=int, default=RRF_K, help=f"RRF constant of the RRF reference row (default {RRF_K})")
     parser.add_argument("--stem", choices=("auto", "yes", "no"), default="auto",
                         help="Snowball stemming for word BM25 (auto: when PyStemmer is installed)")
     parser.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka dimension for our model")
-    parser.add_argument("--batch-tokens", type=int, default=16384, help="padded tokens per forward pass (our model)")
+    parser.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS,
+                        help=f"padded tokens per forward pass (our model; default {DEFAULT_BATCH_TOKENS})")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16", "int8"), default="fp32",
                         help="our model's inference precision (default fp32; see medeir_rag.inference.precision)")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",

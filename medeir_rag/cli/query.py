@@ -27,6 +27,7 @@ import sys
 from collections.abc import Sequence
 
 from medeir_rag.cli.index import add_store_arguments
+from medeir_rag.rag.fusion import HYBRID_CANDIDATES
 from medeir_rag.rag.store import SEARCH_MODES
 
 BUNDLED = "bundled"
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--candidates", type=int, default=None,
         help="chunks retrieved before reranking, and by each side before hybrid fusion "
-        "(default: max(4 * top-k, 20) with --rerank, else 100 per side)",
+        f"(default: max(4 * top-k, 20) with --rerank, else {HYBRID_CANDIDATES} per side)",
     )
     parser.add_argument("--snippet-chars", type=int, default=240, help="characters of each chunk to print (default: 240)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")

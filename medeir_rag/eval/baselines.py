@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from medeir_rag.eval.embedding_cache import EmbeddingCache, texts_sha256, weights_sha256
+from medeir_rag.inference.encode import DEFAULT_BATCH_TOKENS
 
 Role = Literal["query", "document"]
 MINILM_NAME = "all-MiniLM-L6-v2"
@@ -59,7 +60,7 @@ def load_medeir(
     *,
     device: str | None = None,
     truncate_dim: int | None = None,
-    batch_tokens: int = 16384,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
     precision: str = "fp32",
     backend: str = "torch",
 ) -> DenseModel:

@@ -52,7 +52,13 @@ import numpy as np
 from medeir_rag.eval.beir import BeirDataset, default_folders, load_beir, sha256_file
 from medeir_rag.eval.embedding_cache import EmbeddingCache, weights_sha256
 from medeir_rag.eval.metrics import K_VALUES, METRIC_LABELS, REPORTED_METRICS, Run, score_run
-from medeir_rag.rag.fusion import RRF_K, HybridWeights, load_hybrid_weights, reciprocal_rank_fusion
+from medeir_rag.rag.fusion import (
+    HYBRID_CANDIDATES,
+    RRF_K,
+    HybridWeights,
+    load_hybrid_weights,
+    reciprocal_rank_fusion,
+)
 from medeir_rag.runtime import default_device, seed_everything
 
 if TYPE_CHECKING:
@@ -138,7 +144,7 @@ def point_ids(dataset: BeirDataset) -> dict[str, str]:
 
 def store_runs(
     store: Any, dataset: BeirDataset, query_vectors: np.ndarray, *, alpha: float, reranker: Any = None,
-    rerank_top_k: int = 100, rrf_k: int = RRF_K, depth: int | None = None, show_progress: bool = True,
+    rerank_top_k: int = HYBRID_CANDIDATES, rrf_k: int = RRF_K, depth: int | None = None, show_progress: bool = True,
 ) -> dict[str, Run]:
     """Our rows' runs, each query through ``store.search`` exactly as ``medeir query`` calls it.
 
@@ -148,7 +154,6 @@ def store_runs(
     """
     from tqdm.auto import tqdm
 
-    from medeir_rag.rag.store import HYBRID_CANDIDATES
 
     depth = depth or HYBRID_CANDIDATES
     keys = ["medeir", "bm25_medeir", "hybrid", "rrf"] + (["medeir_rerank"] if reranker is not None else [])
@@ -422,7 +427,7 @@ def _evaluate(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
 
     hybrid = None
     if ours is not None and ours.encoder is not None:
-        from medeir_rag.rag.store import HYBRID_CANDIDATES, SPARSE_SCHEME
+        from medeir_rag.rag.store import SPARSE_SCHEME
 
         models["bm25_medeir"] = {"scorer": "MedeirVectorStore sparse search: Qdrant IDF x the store's BM25 tf",
                                  "scheme": SPARSE_SCHEME, "tokenizer": "the model's WordPiece ids",

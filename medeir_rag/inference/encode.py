@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 OverlongPolicy = Literal["error", "truncate", "chunk"]
 OVERLONG_POLICIES = ("error", "truncate", "chunk")
 PROGRESS_BAR_MIN_TEXTS = 256
+DEFAULT_BATCH_TOKENS = 16384  # padded tokens per forward pass: every encode path's default
 
 
 def validate_texts(texts: object) -> tuple[list[str], bool]:
@@ -191,7 +192,7 @@ def encode(
     *,
     prompt: str = "",
     max_length: int | None = None,
-    batch_tokens: int = 16384,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
     max_batch_size: int = 512,
     normalize: bool = True,
     truncate_dim: int | None = None,

@@ -26,6 +26,7 @@ from transformers import PreTrainedTokenizerFast
 
 from medeir_rag.errors import InvalidArgumentError, check_text
 from medeir_rag.inference.encode import (
+    DEFAULT_BATCH_TOKENS,
     OverlongPolicy,
     check_truncate_dim,
     encode,
@@ -122,7 +123,7 @@ class MedeirEncoder:
         dtype: str | None = None,
         truncate_dim: int | None = None,
         overlong: OverlongPolicy = "truncate",
-        batch_tokens: int = 16384,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
     ) -> None:
         precision = check_options(precision, backend, dtype=dtype, owner="MedeirEncoder")
         if onnx_path is not None and backend != "onnx":

@@ -36,6 +36,7 @@ from medeir_rag.errors import InvalidArgumentError
 from medeir_rag.model.files import ModelFileError
 
 RRF_K = 60
+HYBRID_CANDIDATES = 100  # per side, before fusion: the depth the store, evaluate and tune-hybrid normalise over
 DEFAULT_ALPHA = 0.5
 HYBRID_FILE = "hybrid.json"
 

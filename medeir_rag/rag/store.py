@@ -72,7 +72,7 @@ from medeir_rag.errors import InvalidArgumentError, check_text
 from medeir_rag.inference.encoder import MedeirEncoder
 from medeir_rag.rag.chunking import Chunk, TokenWindow, chunk_text, count_tokens
 from medeir_rag.rag.documents import SourceDocument, document_text
-from medeir_rag.rag.fusion import HybridWeights, convex_combination, load_hybrid_weights
+from medeir_rag.rag.fusion import HYBRID_CANDIDATES, HybridWeights, convex_combination, load_hybrid_weights
 from medeir_rag.rag.store_backends import (
     DEFAULT_QDRANT_PATH,
     DENSE_VECTOR,
@@ -98,7 +98,6 @@ logger = logging.getLogger(__name__)
 
 SearchMode = Literal["dense", "sparse", "hybrid"]
 SEARCH_MODES: tuple[str, ...] = ("dense", "sparse", "hybrid")
-HYBRID_CANDIDATES = 100  # per side, before fusion: the depth evaluate and tune-hybrid normalise over
 MIN_RERANK_CANDIDATES = 20  # default rerank depth: max(4 * top_k, 20)
 DEFAULT_COLLECTION = "medeir"
 METADATA_FORMAT = 1
