@@ -19,6 +19,7 @@ def load(name: str) -> dict:
     return runpy.run_path(str(EXAMPLES / name), run_name="example")
 
 
+@pytest.mark.slow  # runs the example script
 def test_llamaindex_example(tiny_model_dir, tiny_reranker_dir, tmp_path, capsys):
     pytest.importorskip("llama_index.vector_stores.qdrant")
     hits = load("llamaindex_pubmed.py")["main"]([
@@ -29,6 +30,7 @@ def test_llamaindex_example(tiny_model_dir, tiny_reranker_dir, tmp_path, capsys)
     assert "20 abstracts" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # runs the example script
 def test_llamaindex_example_hybrid(tiny_model_dir, tmp_path):
     pytest.importorskip("llama_index.vector_stores.qdrant")
     from qdrant_client import QdrantClient, models
@@ -48,6 +50,7 @@ def test_llamaindex_example_hybrid(tiny_model_dir, tmp_path):
     assert png.startswith(b"\x89PNG")  # the notebook's plot reads the named dense vector
 
 
+@pytest.mark.slow  # runs the example script
 def test_haystack_example(tiny_model_dir, tiny_reranker_dir, capsys):
     pytest.importorskip("haystack_integrations.document_stores.qdrant")
     result = load("haystack_pubmed_qa.py")["main"]([

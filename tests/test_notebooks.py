@@ -20,6 +20,8 @@ from medeir_rag.rag.documents import SAMPLE_CORPUS
 pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
+pytestmark = pytest.mark.slow  # each notebook runs in a kernel for minutes
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SHARED = Path(__file__).resolve().parents[1] / "../shared/data"
 CELL_TIMEOUT = 600

@@ -203,9 +203,10 @@ def test_no_warning_by_default(tiny_model_dir):
 
 def test_evaluate_precision_and_backend_options(tiny_model_dir):
     pytest.importorskip("mteb")
+    from medeir_rag.cli import evaluate as evaluate_cli
     from medeir_rag.eval import benchmark as evaluate
 
-    parser = evaluate.build_parser()
+    parser = evaluate_cli.build_parser()
     args = parser.parse_args(["--model", str(tiny_model_dir), "--precision", "int8", "--device", "cpu"])
     model = evaluate._load_model(args)
     assert model.settings["precision"] == "int8" and "backend" not in model.settings  # the cache key changes

@@ -155,6 +155,7 @@ def test_too_small_corpus_is_a_clear_error(assets, tmp_path, capsys):
     assert "not enough for one sequence" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two torchrun processes
 def test_ddp_two_processes_on_gloo(assets, tmp_path):
     """torchrun with two CPU processes: one process group, one set of outputs."""
     out = tmp_path / "ddp"

@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from training_data import write_data_dir
+
+pytestmark = pytest.mark.slow  # the CPU speedrun recipe end to end
 
 RECIPE = Path(__file__).resolve().parents[2] / "training" / "recipes" / "speedrun_cpu.sh"
 
