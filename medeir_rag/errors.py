@@ -6,16 +6,8 @@ Design choices:
   corrupt file, a bad argument, a collection built with another model). The ``medeir``
   command prints such an error as one line, ``medeir <command>: <message>``, and exits 1;
   any other exception is a bug and keeps its traceback. Ctrl-C exits 130.
-- **Compatible with the built-in types.** Each subclass also derives from the built-in
-  exception a caller would expect (``ValueError``, ``FileNotFoundError``, ``LookupError``,
-  ...), so ``except ValueError`` code written before this module keeps working.
-- **The message names the thing**: the argument, file and line, or path, so that the one
-  line is enough to fix the input.
-- **Lone surrogates** (``"\\ud800"``, which a JSON ``\\ud800`` escape without its pair decodes
-  to) cannot be encoded as UTF-8, and the Rust tokenizer rejects them with an opaque
-  ``TextEncodeInput must be Union[...]``. ``find_lone_surrogate`` and
-  ``replace_lone_surrogates`` let readers replace them (with a warning) and API entry
-  points refuse them by name (``check_text``).
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/errors.py``.
 """
 
 from __future__ import annotations

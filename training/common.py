@@ -8,10 +8,8 @@ Design choices (nanochat's ``common.py``):
 - **DDP is torchrun's business**: ``setup_distributed`` reads ``RANK``/``WORLD_SIZE``/
   ``LOCAL_RANK`` and calls ``init_process_group`` (``nccl`` on CUDA, ``gloo`` on CPU)
   only when ``WORLD_SIZE > 1``. No launcher of our own.
-- **Rank 0 writes, everyone computes**: ``print0`` and ``RunDir`` are no-ops elsewhere.
-- A run folder holds ``config.yaml`` (resolved), ``metrics.jsonl`` (one JSON object per
-  logged step), ``summary.json`` and the plots; ``metrics.jsonl`` is appended to, so a
-  resumed run continues the same file (rows past the resume step are dropped first).
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``training/common.py``.
 """
 
 from __future__ import annotations

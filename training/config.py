@@ -6,15 +6,8 @@ Design choices (contrastors' pydantic configs, MosaicBERT's dotted overrides):
   ``FinetuneConfig``, ``RerankerConfig``), each made of small sections (``model``,
   ``data``, ``optim``, ``train``, ``eval``). ``extra="forbid"`` everywhere, so a typo in
   a YAML file or in ``--set`` fails loudly instead of being ignored.
-- **Cross-field checks live next to the fields** (``model_validator``): curriculum
-  fractions sum to 1, the sequence length fits the model, the Matryoshka dimensions
-  are positive, at least one pair source has weight, ...
-- **Presets are YAML files** in ``training/configs/<stage>_<name>.yaml`` (``tiny`` for
-  tests, ``cpu`` for the 2-core machine, ``small`` for one GPU, ``base``). ``--config``
-  takes a preset name or a path; ``--set a.b.c=value`` edits the loaded dict before
-  validation (values are parsed as YAML, so ``1e-3``, ``true``, ``[64, 32]`` work).
-- The resolved config (after overrides and defaults) is written to the run folder as
-  ``config.yaml`` and is itself a valid ``--config`` for a rerun.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``training/config.py``.
 """
 
 from __future__ import annotations

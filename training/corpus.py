@@ -6,33 +6,7 @@ Usage::
     python -m medeir_rag.training.corpus --out runs/corpus --inputs pubmed24n0001.xml.gz notes.txt \\
         --exclude beir/scifact beir/medquad_qa my_eval_ids.txt
 
-Design choices:
-
-- **Readers by suffix**: ``.jsonl[.gz]`` (``title``/``text``, or MedQuAD's
-  ``question``/``answer``), ``.txt[.gz]`` (one document per blank-line paragraph, or per
-  line), ``.xml[.gz]`` (NCBI PubMed baseline: ``PubmedArticle/MedlineCitation`` with
-  ``PMID``, ``Article/ArticleTitle`` and one or more ``Article/Abstract/AbstractText``,
-  labelled sections kept as ``LABEL: text``). XML is parsed with ``iterparse`` and each
-  article element is cleared after use, so a 30k-article baseline file streams in
-  constant memory. Folders are read recursively. Without ``--inputs``, the allowed
-  sources of ``text_sources.py`` are read.
-- **Evaluation data is refused, then filtered**: every input goes through
-  ``text_sources.check_trainable``. Documents of the ``--exclude`` corpora (BEIR folders
-  or id files) are then removed by id (``_id``, ``pmid``, ``medquad_uid``; a ``pmid:``
-  prefix is ignored, so a numeric id excludes that PMID: conservative, a collision
-  only costs one document) and by exact normalised text (title+text and text alone),
-  because SciFact uses S2 ids, not PMIDs, and cannot be matched by id.
-- **Normalised-text dedup**: NFKC, lower case, whitespace collapsed, blake2b-128; the
-  first copy wins, so the order of the inputs decides which source keeps a duplicate.
-- **Held-out split by id hash** (``text_sources.is_held_out``), the same rule the
-  tokenizer used: the pretraining held-out loss is measured on documents neither the
-  tokenizer nor the model saw. They go to ``heldout.jsonl.gz``.
-- **Two-pass shuffle that scales**: documents stream into ``num_shards`` bucket files
-  picked by a seeded RNG, then each bucket is shuffled in memory and written as
-  ``train-XXXXX.jsonl.gz``. Memory is one shard, not the corpus.
-- ``corpus.json`` records what came in, what was dropped and why, documents, words
-  and tokens (counted with the medical tokenizer) per source and split, and the
-  shard list; later stages read it and use its hash as a cache key.
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``training/corpus.py``.
 """
 
 from __future__ import annotations

@@ -5,34 +5,7 @@ Usage::
     python -m medeir_rag.training.distill --config cpu --init runs/distill-vocab-cpu --out runs/distill-cpu
     # interrupted? run the same command again: it resumes from the last checkpoint
 
-Design choices (DistilBERT / MiniLM-style embedding distillation; Model2Vec for the start):
-
-- **Start near the static model**: the token embeddings are the teacher's PCA'd piece
-  vectors from ``medeir distill-vocab`` (rescaled to unit RMS), and with
-  ``zero_init_residual`` every block's output projection (``attention.out``,
-  ``mlp.wo``) is zero, so each block is the identity at step 0 and the untrained encoder
-  is a static mean of normalised token vectors (``tests/training/test_training_distill.py``).
-  Everything else starts from random initialisation; no pretrained encoder is loaded.
-- **Loss** = ``cosine * (1 - cos(W s, t))`` (``W`` a learned projection to the teacher's
-  width, dropped after training) ``+ kl * KL(softmax(T / tau) || softmax(S / tau))``,
-  ``S`` and ``T`` the in-batch cosine matrices of the student's own (unprojected)
-  embeddings and of the teacher's, self-similarities masked out. The second term shapes
-  the space the store searches (the projection is not saved).
-- **Texts**: the allowed medical and general text (``DistillTexts.quotas``: MedQuAD
-  training questions and answers, PubMed titles, sentences and passages, bio sentences,
-  GO and WordNet definitions), held-out records excluded by the one hash rule. Query-like
-  kinds get the ``query: `` prompt three times in four, the others ``passage: ``, so
-  both saved prompts map onto the teacher's space.
-- **Teacher embeddings are computed once** (``teacher.TeacherCache``): shards keyed by
-  text hash, reused by every later run.
-- **Exact resume**: the batch order is a pure function of (seed, epoch, step); a
-  checkpoint holds weights, projection, optimizer, scheduler and RNG state
-  (``pretrain.save_checkpoint``). ``train.stop_at`` stops early as if interrupted;
-  ``train.reschedule`` continues a checkpoint under a new length (the LR schedule is
-  recomputed, so that resume is not exact, and ``summary.json`` says so).
-- **Outputs**: ``final/`` (a sentence-transformers folder like ``finetune``'s),
-  ``config.yaml``, ``metrics.jsonl``, ``loss_curve.png``, ``summary.json`` (tokens/s,
-  texts/s, validation cosine, held-out MedQuAD MRR@10 before and after).
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``training/distill.py``.
 """
 
 from __future__ import annotations

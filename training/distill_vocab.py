@@ -5,25 +5,7 @@ Usage::
     python -m medeir_rag.training.distill_vocab --config cpu --out runs/distill-vocab-cpu
     medeir distill-vocab --config cpu --out runs/distill-vocab-cpu
 
-Design choices (Model2Vec, Tulkens & van Dongen 2024; SIF weights, Arora et al. 2017):
-
-- **Through our tokenizer, not the teacher's**: each piece's string (``##`` stripped) is
-  embedded by the teacher as a sentence. The ``model2vec`` package distils a model
-  through *its own* tokenizer; driving it with a foreign one means rewriting its
-  vocabulary handling, and what remains (one teacher pass, a PCA, a weight per row) is
-  the twenty lines below.
-- **PCA to the encoder's width** (``dims``): the vectors initialise the encoder's token
-  embeddings in ``medeir distill``, so they must have its hidden size.
-- **SIF weights**: row ``i`` of the static model is scaled by ``a / (a + p_i)``, ``p_i``
-  the piece's frequency on the allowed training text, so frequent pieces (``the``,
-  ``##s``) count less in a mean. Measured here: a=1e-4 gave SciFact 44.4 / MedQuAD QA
-  54.4 nDCG@10, no weighting 36.3 / 35.3.
-- **Outputs**: ``vectors.safetensors`` (``embeddings`` = unweighted PCA rows, ``weights``,
-  ``counts``), ``static/`` (a sentence-transformers ``StaticEmbedding`` model of the
-  weighted rows: the "no training" row of the ablation, evaluable with
-  ``medeir evaluate --model``), ``summary.json`` and ``explained_variance.png``.
-- **Resumable**: the teacher pass goes through ``TeacherCache``, so a rerun encodes only
-  the pieces an interrupted run had not reached.
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``training/distill_vocab.py``.
 """
 
 from __future__ import annotations

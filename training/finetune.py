@@ -5,49 +5,7 @@ Usage::
     python -m medeir_rag.training.finetune --config cpu --init runs/pretrain-cpu/final --out runs/finetune-cpu
     torchrun --nproc_per_node 8 -m medeir_rag.training.finetune --config base --init ... --out ...
 
-Design choices (sentence-transformers' trainer, E5/GTE-style recipes):
-
-- **Start**: the pretrain ``final/`` folder (an HF MLM folder) is exported with
-  ``medeir_rag.model.export.save_sentence_transformer`` (Transformer + mean Pooling +
-  Normalize, prompts ``query: `` / ``passage: ``) into ``<out>/init`` and loaded
-  with ``SentenceTransformer``; an ST folder is loaded as is.
-- **Objective**: in-batch negatives (``MultipleNegativesRankingLoss``, or
-  ``CachedMultipleNegativesRankingLoss`` whose GradCache chunks let the batch, i.e.
-  the number of negatives, grow past memory) plus ``data.hard_negatives`` BM25-mined
-  negatives per pair (``pairs.py``), wrapped in ``MatryoshkaLoss`` over
-  ``matryoshka.dims`` (clipped to the hidden size, full size always included) so
-  truncated embeddings stay useful. ``BatchSamplers.NO_DUPLICATES`` keeps a text from
-  being its own in-batch negative.
-- **Teacher filter** (``teacher`` set, e.g. after ``medeir distill``): BM25 mines
-  ``teacher_candidates`` negatives per pair, the teacher drops those it scores at or
-  above the positive (often a second answer to the same question), and the hardest
-  ``data.hard_negatives`` that remain are kept (``pairs.drop_teacher_false_negatives``).
-- **Teacher geometry** (``teacher_geometry > 0``): a KL term keeps the in-batch
-  similarity structure of anchors and of positives close to the teacher's while the
-  pairs teach the retrieval task (``TeacherGeometryLoss``).
-- **Prompts**: anchors get ``query: ``, positives and negatives ``passage: ``
-  (``SentenceTransformerTrainingArguments(prompts=...)``), the prompts saved with the
-  model, so training and ``encode_query``/``encode_document`` agree.
-- **Pair mix** (``data.weights``): MedQuAD training questions -> answers, PubMed
-  title -> abstract, GO/WordNet/GCIDE term -> definition, and the DeCLUTR span
-  objective (``spans``: overlapping or adjacent spans of one abstract).
-- **Metadata-category objective** (``category.weight > 0``, off by default): a second
-  dataset of ``(text, label)`` rows, labels being MedQuAD ``qtype`` or collection, GO
-  namespace, or source corpus, trained with sentence-transformers'
-  ``BatchAllTripletLoss`` (scaled by the weight, batches mixed in proportion).
-  Why that loss: it needs no label-grouping sampler (our labels are coarse, so every
-  random batch already holds many same-label pairs), it uses every valid triplet, and
-  with a small margin on unit vectors it *stops* once a category is separated by the
-  margin, so it organises the space by category without collapsing the
-  within-category detail that retrieval needs (batch-hard and soft-margin variants
-  keep pulling forever). ST ships no supervised-contrastive loss.
-- **Check**: MRR@10 on held-out MedQuAD *training-split* pairs (same hash rule as
-  everywhere, never the test split), before and after, next to BM25's; all in
-  ``summary.json``.
-- **Outputs**: ``final/`` (an ST folder that ``SentenceTransformer(path)`` and
-  ``MedeirEncoder(path)`` load without ``trust_remote_code``), ``config.yaml``,
-  ``metrics.jsonl`` (the trainer's log), ``loss_curve.png``, ``summary.json``,
-  ``checkpoints/`` (trainer checkpoints; rerunning the command resumes from the last).
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``training/finetune.py``.
 """
 
 from __future__ import annotations

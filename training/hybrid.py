@@ -4,34 +4,7 @@ Usage::
 
     medeir tune-hybrid --model runs/finetune-cpu/final --out runs/hybrid-cpu
 
-Why a stage of its own: the hybrid mode is a convex combination of the normalised dense
-and sparse scores (``fusion.convex_combination``), and its weight ``alpha`` should
-follow how good the dense model is: a small model trained on little data can be far
-weaker than BM25 on one kind of query, and then too much weight on it drags the fusion
-below BM25 alone. So alpha is measured per model and saved beside its weights
-(``hybrid.json``, read by ``medeir query``, ``MedeirVectorStore`` and ``medeir evaluate``).
-
-Design choices:
-
-- **Validation data is held out from training, never an evaluation set.** Two BEIR-shaped
-  sets are built from the records that ``text_sources.is_held_out`` keeps out of the
-  tokenizer, the pretraining corpus and the pair training: held-out MedQuAD
-  *training-split* questions over their answers (shaped like ``beir/medquad_qa``) and
-  held-out PubMed titles over their abstracts (a short statement over scientific
-  abstracts, like SciFact's claims). Each corpus is padded with ``--distractors``
-  training-split documents of the same source so the search is not trivially easy;
-  the dense model has seen those as training positives, which if anything favours it.
-- **The store's own scorer, as ``medeir evaluate``**: each validation corpus is indexed into
-  a temporary Qdrant Edge store (``evaluate.benchmark_store``: cached document embeddings,
-  the store's sparse vectors), and for every query the store's two candidate lists
-  (``MedeirVectorStore.candidate_lists``: dense and sparse top 100, Qdrant IDF x the
-  store's BM25 tf) are fetched once and fused with each alpha by
-  ``fusion.convex_combination``, the function ``search(mode="hybrid")`` runs on those very
-  lists. So the sweep at alpha a is the store's hybrid search at alpha a, and the chosen
-  alpha is tuned on the scorer it is applied with. Scored by ``metrics.score_run``;
-  RRF of the same lists is reported beside it.
-- **One number chosen**: the alpha with the best mean nDCG@10 over the validation sets,
-  from a fixed grid (0, 0.1, ..., 1); ties go to the alpha nearest 0.5.
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``training/hybrid.py``.
 """
 
 from __future__ import annotations

@@ -6,24 +6,8 @@ Design choices:
   streams (``uint16`` when the vocabulary fits), each document followed by ``[SEP]``;
   the cache sits in the run folder, keyed by the corpus fingerprint and the tokenizer's
   sha256, and is memory-mapped by every process.
-- **Packing, RoBERTa "full-sentences" style**: a window is ``[CLS]`` plus the next
-  ``seq_len - 1`` tokens of the stream, crossing document boundaries (marked by
-  ``[SEP]``). No padding, so every FLOP trains; on CPU the attention mask is then
-  all ones. The price is attention across unrelated documents inside a window, which
-  BERT-style pretraining (RoBERTa, MosaicBERT on C4) accepts.
-- **Order is a pure function of the step** (no sampler state): phase ``p``, epoch
-  ``e`` use the permutation ``default_rng([seed, p, e])`` of that phase's windows, and
-  step ``k`` of the phase reads global samples ``k * G ... (k + 1) * G - 1``, rank
-  ``r`` and micro-batch ``m`` taking their own slice (``DistributedSampler``-style
-  sharding). Resuming at a step therefore reads exactly the data it would have read.
-- **Masking is a pure function too**: a generator seeded by ``(seed, step, micro, rank)``
-  draws the mask, so it needs no saved state and is identical after a resume.
-  BERT's recipe with a higher rate (Wettig et al. 2023: 30-40% suits from-scratch
-  encoders): ``mask_rate`` of the non-special tokens are chosen, of those 80% become
-  ``[MASK]``, 10% a random non-special token, 10% stay.
-- **Bits per byte** (nanochat): each token id has a byte length (its piece without the
-  ``##`` prefix, plus one separator byte for a word-initial piece; special tokens 0),
-  so ``nats / ln 2 / bytes`` over the masked targets does not depend on the vocabulary.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``training/mlm_data.py``.
 """
 
 from __future__ import annotations

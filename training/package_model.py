@@ -5,19 +5,7 @@ Usage::
     python -m medeir_rag.training.package_model --embedder runs/finetune-cpu-long/final \\
         --reranker runs/reranker-cpu/final --card docs/MODEL_CARD.md
 
-Design choices:
-- Weights are *stored* in fp16 (half the bytes: the package budget is 50 MB for both
-  models) while ``config.json`` keeps ``dtype: float32``, so transformers' ``dtype="auto"``
-  loads them back as fp32: computation on CPU stays in fp32. The round trip changes each
-  weight by at most fp16 rounding; the stage reports the largest embedding difference on
-  a few sentences so the loss of precision is measured, not assumed.
-- Trainer leftovers (checkpoints, optimizer state) never enter the package: only the files
-  of a sentence-transformers / CrossEncoder directory are copied.
-- The model card is copied in as the directory's ``README.md`` (the file the hub shows).
-- The model code (``*_medeir.py`` and ``config.json``'s ``auto_map``, see ``medeir_rag.model.export``)
-  is written afresh from the installed package's source, whatever the trained folder holds,
-  so the package loads with ``trust_remote_code=True`` without ``medeir_rag`` too. A ``text``
-  prompt left by older saves is dropped (the ``document`` prompt serves every loader).
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``training/package_model.py``.
 """
 
 from __future__ import annotations

@@ -1,32 +1,6 @@
 """Training pairs for the bi-encoder and the reranker: sources, mixing, BM25 hard negatives.
 
-Design choices:
-
-- **Pair sources** (all from the allow-list in ``text_sources.py``; evaluation files
-  are refused by ``check_trainable``):
-  ``medquad`` (MedQuAD *training* split, question -> answer), ``title_abstract``
-  (PubMed title -> abstract, empty titles skipped), ``go_definition`` (GO term name ->
-  definition), ``wordnet`` (lemmas -> gloss), ``gcide`` (headword -> entry, with the
-  headword removed from the entry so the pair is not a string match) and ``spans``
-  (DeCLUTR-style: an anchor span and a positive span that overlaps it or sits next to
-  it in the same abstract; Giorgi et al. 2021) and ``ict`` (Inverse Cloze Task, Lee,
-  Chang & Toutanova 2019: one sentence of an abstract -> the title and the rest of the
-  abstract, the sentence itself kept in 10% of pairs so lexical overlap still counts; a
-  single statement against a whole abstract, the shape of a SciFact-style claim query).
-- **One held-out rule everywhere**: a record is held out when
-  ``text_sources.is_held_out(record_key)`` says so, the rule the tokenizer and the
-  pretraining corpus used. Held-out MedQuAD training pairs (never the test split)
-  are the evaluation set of ``finetune`` and ``train-reranker``.
-- **Mixing by weight**: ``num_pairs * weight / sum(weights)`` pairs per source, drawn
-  without replacement with a seeded RNG (a source with fewer records gives all it has;
-  span pairs are generated, so they always fill their quota).
-- **BM25 hard negatives** (``bm25s``): for each anchor, the top BM25 hits among the
-  positives of the same source, skipping the pair's own positive (and any text equal
-  to it) and the first ``mine_skip_top`` hits (likely false negatives); the hardest
-  remaining ones are kept. Mining within a source keeps negatives plausible (a GO
-  definition for a GO term).
-- Every pair carries its metadata (source, MedQuAD ``qtype`` and ``collection``, GO
-  namespace), which the category objective of ``finetune`` uses.
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``training/pairs.py``.
 """
 
 from __future__ import annotations

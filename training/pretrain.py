@@ -6,33 +6,7 @@ Usage::
     torchrun --nproc_per_node 8 -m medeir_rag.training.pretrain --config base --out runs/pretrain-base
     # interrupted? run the same command again: it resumes from the last checkpoint
 
-Design choices (nanochat's ``base_train.py`` loop, MosaicBERT's recipe):
-
-- **The model** is ``MedeirForMaskedLM`` from a preset (``model.preset`` + overrides),
-  sized to the tokenizer's vocabulary; the MLM head scores masked positions only.
-- **Data** (``mlm_data.py``): the corpus is prepared once (``corpus.py``, into
-  ``<out>/corpus`` unless ``data.corpus`` names one), tokenized once into a cached
-  stream, cut into packed windows; a **length curriculum** runs short windows first
-  (cheap steps, most of the learning) then longer ones so ALiBi sees long distances.
-  Every step holds ``train.batch_tokens`` tokens per process whatever the length, so
-  the learning-rate schedule means the same thing in every phase.
-- **Optimisation**: AdamW (no weight decay on biases and norms), linear warmup, then
-  linear or cosine decay to ``min_lr_ratio``; global-norm clipping; gradient
-  accumulation (``no_sync`` on all but the last micro-batch under DDP); bf16 autocast
-  on CUDA, fp32 on CPU.
-- **Exact resume**: a checkpoint is ``checkpoints/step_XXXXXX/`` with the weights
-  (safetensors), optimizer + scheduler state, every rank's RNG states and a
-  ``state.json`` (step, tokens seen, training seconds, loss EMA). Data order and masks
-  are pure functions of the step, so "N steps" and "N/2, stop, resume N/2" give the
-  same weights (``tests/training/test_training_pretrain.py`` checks it). ``train.resume=auto``
-  (the default) resumes from the newest checkpoint in the run folder.
-- **Held-out metrics**: MLM loss, accuracy and bits per byte on fixed, fixed-mask
-  windows of the corpus' held-out documents, every ``eval.every`` steps and at the end.
-- **DDP through torchrun** (``common.setup_distributed``): gloo on CPU, nccl on CUDA;
-  rank 0 prepares the corpus and cache while the others wait, and writes every file.
-- **Outputs**: ``config.yaml``, ``metrics.jsonl``, ``loss_curve.png``, ``summary.json``,
-  ``checkpoints/`` and ``final/`` (``save_pretrained`` + tokenizer), which
-  ``finetune`` and ``train-reranker`` start from.
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``training/pretrain.py``.
 """
 
 from __future__ import annotations

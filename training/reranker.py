@@ -4,30 +4,7 @@ Usage::
 
     python -m medeir_rag.training.reranker --config cpu --init runs/pretrain-cpu/final --out runs/reranker-cpu
 
-Design choices:
-
-- **Backbone**: ``MedeirForSequenceClassification.from_pretrained(final/, num_labels=1)``
-  takes the pretrained encoder *and* the MLM head's dense+LayerNorm transform (the two
-  heads share their layout); only the 1-logit classifier starts from scratch. The
-  pair is encoded as ``[CLS] query [SEP] document [SEP]`` and mean-pooled.
-  ``init`` may also be the fine-tuned bi-encoder (``finetune``'s ``final/``): its
-  encoder has already learned query-passage relevance, which a weak MLM backbone has
-  not (on the 2-core ``cpu`` run, an MLM-initialised reranker stayed far below BM25);
-  a CrossEncoder folder is loaded as is (continued training).
-- **Data**: the pair sources of ``pairs.py`` (span pairs off by default: a reranker
-  judges query-document relevance, not span continuity), each positive with
-  ``negatives_per_positive`` BM25-mined negatives from the same source, flattened to
-  ``(query, document, label)`` rows.
-- **Objective**: sentence-transformers' ``CrossEncoderTrainer`` with
-  ``BinaryCrossEntropyLoss`` (pointwise BCE on the logit; ``pos_weight`` balances the
-  1:k label ratio so the model is not pushed to say "irrelevant" by default).
-- **Check**: held-out MedQuAD *training-split* pairs; each query's candidates are its
-  top ``eval_candidates`` BM25 hits among the eval answers (its own answer added if
-  BM25 missed it); MRR@10 of BM25's order, of the untrained and of the trained
-  reranker.
-- **Output**: ``final/`` written by ``medeir_rag.model.export.save_cross_encoder`` (loads
-  with ``CrossEncoder(path)``, no ``trust_remote_code``), plus the usual
-  ``config.yaml``, ``metrics.jsonl``, ``loss_curve.png``, ``summary.json``.
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``training/reranker.py``.
 """
 
 from __future__ import annotations

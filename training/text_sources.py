@@ -7,16 +7,8 @@ Design choices:
   raises for the SciFact corpus, the MedQuAD QA test split, the full MedQuAD file
   (it contains that test split) and the medical word list (the tokenizer's
   evaluation list). Every training reader goes through it.
-- **Streaming.** Everything is a generator over gzip JSON lines; nothing holds a
-  corpus in memory, so the same readers serve the tokenizer (a single pass) and
-  later stages.
-- **A hash split, not a random one.** A record is held out when
-  ``blake2b(key) mod 100 < holdout_percent``, where the key is the record's id
-  (its text if it has none). This needs no seed and no stored list of ids, does not
-  depend on file order or on ``--max-docs``, and every stage (tokenizer, MLM, report)
-  agrees on which documents it must not train on.
-- ``--max-docs`` caps the records *read* per source (the first N lines), so a fast
-  CI run sees a prefix of each file with the same held-out rule.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``training/text_sources.py``.
 """
 
 from __future__ import annotations

@@ -5,29 +5,7 @@ Usage::
     python -m medeir_rag.training.tokenizer --data-dir ../shared/data \\
         --out medeir_rag/assets/tokenizer --vocab-size 32768
 
-Design choices:
-
-- Trains on every source in ``text_sources.DEFAULT_SOURCES`` (PubMed abstracts,
-  biomedical sentences, GO definitions, MedQuAD *training* pairs, GCIDE, WordNet)
-  minus the held-out split; evaluation sets are refused by the readers.
-- General English (GCIDE, WordNet) is in the mix on purpose: retrieval queries are
-  written by people, so the vocabulary must not trade everyday words for rare terms.
-  The report checks both sides.
-- One streaming pass: texts go straight from gzip into the Rust trainer, which keeps
-  only word counts, so memory stays small and the full corpus trains in minutes.
-- The output folder holds exactly what ``save_pretrained`` writes plus
-  ``tokenizer_report.json`` (training settings, document counts, wall time and the
-  fragmentation report of ``tokenizer_report.py``).
-- **Training is not bit-reproducible** with tokenizers 0.23: the BPE-based WordPiece
-  trainer numbers the ``##`` pieces in hash-map order, which moves ids and can flip a
-  merge on count ties (huggingface/tokenizers#1794). Two full runs here differed in
-  one token of 32768 and in the ids of about half the vocabulary, with the same
-  report to three decimals. So the saved ``tokenizer.json`` is the artifact of
-  record (its sha256 is in the report): never retrain it under a trained model.
-- It ends, like nanochat's ``tok_train.py``, with a round-trip check on a tricky
-  string (accents, Greek letters, units, hyphenated drug names): no ``[UNK]``, the
-  decoded text equals the normalised input up to whitespace, and the saved copy
-  gives the same ids as the in-memory one.
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``training/tokenizer.py``.
 """
 
 from __future__ import annotations

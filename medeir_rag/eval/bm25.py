@@ -3,18 +3,8 @@
 Design choices:
 - **bm25s, Lucene variant** (``k1=1.5, b=0.75``, Lucene IDF): the scoring Elasticsearch
   and Pyserini use, which the published BEIR BM25 numbers come from.
-- **Two tokenisations.**
-  ``words``: bm25s' own (lower-case, ``\\w\\w+`` tokens, the 33 Lucene English stopwords),
-  plus the Snowball English stemmer when PyStemmer is installed. Whether it was used is
-  part of the row's description, so the table never hides it.
-  ``medeir``: the pieces of our medical WordPiece tokenizer (``##`` continuations kept,
-  special tokens, punctuation-only pieces and whole-word stopwords dropped), for analyses.
-  It is *not* the hybrid's sparse side: ``medeir evaluate`` and ``medeir tune-hybrid``
-  score our sparse and hybrid rows through ``MedeirVectorStore.search`` (Qdrant IDF x the
-  store's BM25 term frequency, ``store.sparse_document_vectors``); the ``words``
-  run is the external BM25 baseline row.
-- Only documents that match at least one query token are returned (a zero BM25 score is
-  no evidence), so a query with no match has an empty ranking and scores 0.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/eval/bm25.py``.
 """
 
 from __future__ import annotations

@@ -8,22 +8,8 @@ Design choices:
   pairs (questions embedded as queries, answers as documents, as in retrieval);
   uniformity is reported for the questions, the answers and their mean.
 - **Cluster separability**: silhouette score with cosine distance by a category label.
-- **Few-label linear probe**: a fixed stratified held-out split (``--test-fraction``),
-  then logistic regression (features standardised) on the frozen embeddings of 1%, 10%
-  and 100% of the training labels. Each fraction takes ``round(f * n_c)`` items of every
-  class (at least one), so every class is seen; fractions below 100% are repeated over
-  ``--probe-seeds`` seeds and reported as mean and standard deviation.
-- **Labelled sets** from the shared data: MedQuAD question type (``qtype`` in
-  ``beir/medquad_qa/queries.jsonl``; this reads evaluation data for *analysis* only, and
-  nothing but the probe is fitted on it) and the Gene Ontology namespace (BP/MF/CC,
-  ``ontology`` in ``pretrain/go_definitions.jsonl.gz``, text = term name + definition).
-  Classes with fewer than ``--min-class-size`` items are dropped (and listed).
-- **Seeded subsamples** (``--sample``, default 2,000 per set) keep a CPU run short; the
-  same seed gives the same items for every model.
-- Embeddings go through ``baselines.embed`` and its cache, like ``medeir evaluate``.
-- Plots (matplotlib, Agg): a 2-D projection (PCA by default, t-SNE on request) coloured by
-  category, one panel per model and set; and bar charts of every metric. Saved beside
-  ``analysis.json``.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/eval/embedding_space.py``.
 """
 
 from __future__ import annotations

@@ -8,12 +8,8 @@ Design choices:
   ``mteb.evaluate`` and a BM25, rerank or hybrid row computed here therefore get the same
   numbers for the same ranking (``evaluate`` checks this on every dense row). The module
   is private in mteb; this is the one place that imports it.
-- **Every judged query counts.** The run is cut to the judged queries, and a judged query
-  the run lacks is added with no documents, so it scores 0 instead of leaving the
-  average (pytrec_eval averages over the queries it sees). mteb's own runs always have
-  every query, so this changes nothing for them.
-- ``top_k`` cuts a run per query by score, ties broken by document id descending, as
-  pytrec_eval orders them.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/eval/metrics.py``.
 """
 
 from __future__ import annotations

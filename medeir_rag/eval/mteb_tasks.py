@@ -8,12 +8,8 @@ Design choices:
   results dict to ``task_specific_scores``, mteb's documented hook; the task stores it in
   ``self.runs[split]``. The dense row's rerank and hybrid rows start from exactly that
   ranking, and the evaluation checks that ``score_run`` on it gives mteb's own numbers.
-- ``MtebDenseAdapter`` is an mteb ``AbsEncoder`` over a ``DenseModel``: it gathers the
-  texts mteb's dataloader yields (documents are ``title + " " + text``, the same string
-  ``BeirDataset.document_texts`` builds) and embeds them through the embedding cache.
-  Similarity is the cosine for every model.
-- mteb's result cache is off (``cache=None``): our own cache holds the embeddings, and
-  every run re-scores.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/eval/mteb_tasks.py``.
 """
 
 from __future__ import annotations

@@ -7,18 +7,8 @@ Design choices:
   batches, and padding stays near zero. A second, quadratic budget keeps each batch's
   ALiBi bias small enough for the full-speed attention backend. This is where the speed
   over ``SentenceTransformer.encode`` (fixed batches, character-length sort) comes from.
-- ``torch.inference_mode``; optional bf16/fp16 autocast (``precision`` of ``MedeirEncoder``).
-  ``model`` is a ``MedeirModel`` (int8-quantised or not) or, for ``backend="onnx"``, an
-  ``OnnxEncoderModel``: anything with ``config``, ``device``, ``eval``/``train`` and a call
-  that returns ``last_hidden_state``.
-- Mean pooling, then Matryoshka ``truncate_dim`` (truncate *then* normalise, so a
-  truncated vector is still unit length), then L2 normalisation.
-- Inputs over the window are never handled silently. ``overlong`` chooses: ``"error"``;
-  ``"truncate"`` (default; logs a warning naming how many inputs were cut); ``"chunk"``
-  (encode consecutive windows, each with the prompt, and average them weighted by token
-  count, which approximates mean pooling over the whole text).
-- Empty strings are valid input: they embed as the empty text (``[CLS] [SEP]`` plus any
-  prompt), so outputs stay aligned with inputs. ``None`` and non-strings are errors.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/inference/encode.py``.
 """
 
 from __future__ import annotations

@@ -5,13 +5,7 @@ one), but ``medeir_rag.inference.encode`` batches by token budget and handles ov
 explicitly, which is faster and safer. This class reads the same files (prompts,
 window, pooling, normalisation) so both paths give the same embeddings.
 
-Input checks happen before any weights are read: the model path (``MissingPathError``),
-the device (``resolve_device``: ``InvalidArgumentError`` for ``"bogus"`` or for ``"cuda"``
-without a GPU), the precision and backend (``medeir_rag.inference.precision``: an unknown name, bf16 on
-a CPU without it, int8 off the CPU, a missing ONNX export). API input is never altered
-silently: a text holding a lone surrogate (``"\\ud800"``, e.g. from a JSON escape) is refused
-with an ``InvalidTextError`` that names ``texts[i]``; the document readers are the ones that
-replace such characters (with a warning naming file and line).
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/inference/encoder.py``.
 """
 
 from __future__ import annotations

@@ -7,12 +7,8 @@ Design choices:
 - ``OnnxEncoderModel`` stands where ``medeir_rag.inference.encode.encode`` expects a ``MedeirModel``:
   ``config``, ``device``, ``eval``/``train`` and a call returning ``last_hidden_state``. The
   token-budget batching, overlong policy and pooling are the same code for both backends.
-- ``OnnxSequenceClassifier`` replaces the transformers model inside a sentence-transformers
-  ``CrossEncoder``: tokenisation, length sorting, activation and ``predict`` stay
-  sentence-transformers' own; only the forward pass runs in ONNX Runtime.
-- Sessions use as many intra-op threads as torch (``torch.get_num_threads()``), so torch and
-  ONNX rows of a benchmark use the same cores; CPU execution provider unless CUDA's is
-  installed and the device is a GPU.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/inference/onnx_backend.py``.
 """
 
 from __future__ import annotations

@@ -6,25 +6,8 @@ Design choices:
   ``max_position_embeddings``). The model code is export-safe: while exporting, ``auto``
   attention resolves to ``sdpa`` and the padding bias is always added
   (``medeir_rag.model.attention.is_exporting``), so one graph serves every batch shape.
-- ``DIR`` receives a whole model folder: a copy of the source (unless ``DIR`` is the source
-  itself) plus ``onnx/model.onnx``, ``onnx/model_int8.onnx`` (ONNX Runtime's
-  ``quantize_dynamic``: int8 weights, activations quantised per batch) and ``onnx/export.json``
-  (what was exported, from which weights, with which versions, and the parity measured).
-  ``MedeirEncoder(DIR, backend="onnx")`` and ``MedeirReranker(DIR, backend="onnx")`` load it;
-  the folder still loads in torch and sentence-transformers as before (the sentence-transformers
-  ``onnx/`` layout).
-- Graph inputs: ``input_ids`` and ``attention_mask``, int64 ``(batch, length)``. Output:
-  ``last_hidden_state`` ``(batch, length, hidden)`` for an embedder (pooling stays in
-  ``medeir_rag.inference.encode``, the same code as for torch) or ``logits`` ``(batch, num_labels)`` for
-  a cross-encoder.
-- Parity is checked at export, ONNX Runtime against the torch model on a padded batch at two
-  lengths (64 tokens and 700, past the 512 a model is usually trained at, within the window):
-  the export fails when the fp32 graph disagrees (embedding cosine under 0.9999, or logits off
-  by more than 1e-3); the int8 figures are reported, not judged (``medeir evaluate
-  --backend onnx --precision int8`` measures retrieval quality).
-- The graph's attention builds the full ``(batch, heads, L, L)`` bias (there is no ``blocked``
-  path in it): ``encode`` keeps batches under the same attention budget as for torch, but one
-  8,192-token document costs gigabytes more than with torch's blocked attention.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/inference/onnx_export.py``.
 """
 
 from __future__ import annotations

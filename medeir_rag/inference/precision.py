@@ -5,21 +5,7 @@ components and ``medeir evaluate --precision/--backend``. The default stays ``fp
 ``torch``: the quality of every other option is measured with ``medeir evaluate`` before any
 becomes a default.
 
-Design choices:
-- ``int8`` on ``torch`` is ``torch.ao.quantization.quantize_dynamic`` of the ``nn.Linear``
-  layers (weights int8 once, activations quantised per batch): CPU only (its kernels are
-  fbgemm/oneDNN). ``torch.ao.quantization`` is deprecated upstream in favour of torchao but
-  still ships in torch 2.13; its deprecation warnings are silenced here, once, at the call.
-- ``bf16`` and ``fp16`` run under ``torch.autocast`` (weights stay fp32, matrix multiplies
-  run in half precision). ``bf16`` is refused, with the reason, where the device cannot run
-  it: a CPU without oneDNN bf16 support (AVX512-BF16/AMX, or the AVX512BW/VL/DQ emulation
-  path), or a GPU without bf16 (before Ampere). ``fp16`` is meant for GPUs.
-- ``onnx`` runs a graph exported by ``medeir export --onnx`` (``medeir_rag.inference.onnx_export``) in
-  ONNX Runtime: ``fp32`` is ``onnx/model.onnx``, ``int8`` is ``onnx/model_int8.onnx``
-  (ONNX Runtime's dynamic quantisation). Half precision is not exported.
-- The old ``dtype="float32"|"float16"|"bfloat16"`` argument is folded in: it still works,
-  maps to ``fp32``/``fp16``/``bf16`` and warns (``DeprecationWarning``); passing both
-  ``dtype`` and a different ``precision`` is an error.
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/inference/precision.py``.
 """
 
 from __future__ import annotations

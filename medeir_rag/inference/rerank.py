@@ -6,11 +6,7 @@ loads with ``trust_remote_code=False``. ``None`` means the reranker bundled with
 package (``medeir_rag/assets/medeir-small-reranker``); none ships today, so asking for it
 is an error that names the argument to pass instead.
 
-``precision`` and ``backend`` mean what they mean for ``MedeirEncoder`` (``medeir_rag.inference.precision``):
-``int8`` quantises the cross-encoder's Linear layers (CPU), ``bf16``/``fp16`` run ``predict``
-under autocast, and ``backend="onnx"`` swaps the transformers model inside the ``CrossEncoder``
-for the graph ``medeir export --onnx`` wrote (``onnx/model.onnx`` or ``onnx/model_int8.onnx``):
-tokenisation, length sorting and the activation stay sentence-transformers' own.
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/inference/rerank.py``.
 """
 
 from __future__ import annotations

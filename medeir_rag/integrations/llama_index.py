@@ -6,43 +6,7 @@ and ``SentenceTransformerRerank``, with the same parameter names::
     from llama_index.core import Settings, VectorStoreIndex
     from medeir_rag.integrations.llama_index import MedeirEmbedding, MedeirRerank, MedeirTokenWindowSplitter
 
-    Settings.embed_model = MedeirEmbedding(model_name="path/to/medeir-st")
-    Settings.node_parser = MedeirTokenWindowSplitter(model_name="path/to/medeir-st", chunk_size=512)
-    index = VectorStoreIndex.from_documents(documents)
-    engine = index.as_query_engine(
-        similarity_top_k=20, node_postprocessors=[MedeirRerank(model="path/to/medeir-reranker", top_n=5)]
-    )
-
-Hybrid search inside LlamaIndex: ``medeir_qdrant_vector_store(client, "pubmed")`` is a
-``QdrantVectorStore(enable_hybrid=True)`` whose sparse side is ours (``medeir_sparse_doc_fn``,
-``medeir_sparse_query_fn``, ``medeir_hybrid_fusion_fn``); query it with
-``index.as_retriever(vector_store_query_mode="hybrid", similarity_top_k=..., sparse_top_k=...)``.
-
-Design choices:
-
-- Models are loaded once per process and shared (``medeir_rag.integrations._shared``); the
-  embed model loads eagerly, like ``HuggingFaceEmbedding``.
-- Instructions are the model's saved prompts unless given: ``query_instruction`` defaults to
-  the ``query`` prompt, ``text_instruction`` to the document prompt, found by the names
-  ``MedeirEncoder.document_prompt`` accepts (``document``, ``passage``, ``corpus``, ``text``).
-- Encoding goes through ``medeir_rag.inference.encode`` (token-budget batching, explicit overlong
-  policy: ``"truncate"`` with a logged warning by default).
-- The splitter counts the node's metadata string (the longer of its EMBED and LLM forms, as
-  ``SentenceSplitter`` does) against ``chunk_size``, and ``chunk_size`` itself must fit the
-  model window together with the document prompt, so an embedded node is never truncated.
-  ``start_char_idx``/``end_char_idx`` are the exact offsets of the cut, not a ``str.find``.
-  It emits ``CBEventType.CHUNKING`` events like ``SentenceSplitter``, and a ``chunk_size``
-  set later (``Settings.chunk_size = ...`` assigns it on the node parser) is checked against
-  the window like one given to the constructor.
-- Unknown options are refused by name (``MedeirEmbedding(embed_batchsize=8)``), not ignored.
-- **Hybrid = the store's hybrid.** The sparse vectors are ``MedeirVectorStore``'s
-  (``store.sparse_document_vectors`` / ``sparse_query_vector``: BM25 term frequency
-  over the model's WordPiece ids, Qdrant's ``Modifier.IDF`` supplying the IDF), and fusion is
-  ``fusion.convex_combination`` with the model's ``hybrid.json`` alpha, so LlamaIndex ranks as
-  ``medeir query --mode hybrid`` does (given the same candidate depths). LlamaIndex creates
-  its sparse vector without IDF unless told, which would turn our weights into plain term
-  frequencies: ``medeir_qdrant_vector_store`` passes the IDF ``sparse_config`` and sets the
-  modifier on an existing collection that lacks it.
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/integrations/llama_index.py``.
 """
 
 import asyncio

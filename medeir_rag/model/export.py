@@ -6,29 +6,7 @@ without ``trust_remote_code``; the custom part is the transformers ``model_type=
 registered when ``medeir_rag`` is imported. Haystack and LlamaIndex load such a directory
 with their default settings.
 
-The folder also loads **without** ``medeir_rag``: ``config.json`` carries an ``auto_map`` and
-the folder holds ``configuration_medeir.py``, ``modeling_medeir.py`` and ``attention_medeir.py``,
-generated at save time from this package's own source (``remote_code_sources``: the
-``medeir_rag.*`` imports become relative ones), so ``SentenceTransformer(path,
-trust_remote_code=True)`` and ``AutoModel.from_pretrained(path, trust_remote_code=True)`` work
-in a Python that never imports ``medeir_rag``. With ``medeir_rag`` imported the registered
-classes are used, with ``trust_remote_code`` False (the default) or True (transformers prefers
-an explicit registration), and the copies are never read. A folder re-saved from a model
-loaded through the registered classes (a trainer's ``save_pretrained``/``SentenceTransformer.save``)
-keeps the ``auto_map`` but not the code files: ``write_remote_code(path)`` puts them back
-(``training/package_model.py`` does it for the bundled models).
-
-Prompts are saved under ``query`` and ``document``, the names sentence-transformers'
-``encode_query``/``encode_document`` (and mteb, through them) look for. Our LlamaIndex
-embedder reads the document prompt by those names, so no ``text`` copy is saved (mteb warns
-about a prompt name it does not know on every task).
-
-``truncate_dim`` means "the first ``truncate_dim`` dimensions, then L2-normalised" in
-``medeir_rag`` (encoder, components): a truncated vector is still unit length, so cosine ==
-dot. sentence-transformers truncates *after* the module pipeline (``Normalize`` included)
-and normalises again only when asked: pass ``normalize_embeddings=True`` with
-``truncate_dim`` to get the same vectors from plain ``SentenceTransformer``; without it, its
-vectors point the same way (equal cosine similarities) but are shorter than 1.
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/model/export.py``.
 """
 
 from __future__ import annotations

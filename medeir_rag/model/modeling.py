@@ -8,13 +8,8 @@ Design choices (anchors: MosaicBERT for ALiBi + GLU, ModernBERT/nanochat for pre
   post-norm needs more care and gains little at our sizes.
 - GeGLU feed-forward (MosaicBERT, ModernBERT): better MLM loss than a GELU MLP at the same
   parameter count, which is why presets use an ~8/3 x hidden branch width.
-- A LayerNorm after the token embeddings, which keeps the residual stream's scale sane
-  from the first step.
-- Heads: masked LM with the decoder tied to the input embeddings; sequence classification
-  (the cross-encoder) over a *mean-pooled* representation: there is no next-sentence task to
-  train a ``[CLS]`` vector, and mean pooling is what the bi-encoder uses too.
-- On CUDA the encoder unpads: real tokens are packed into one row and only attention
-  needs to know where sequences start and end, so no FLOP is spent on padding.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/model/modeling.py``.
 """
 
 from __future__ import annotations

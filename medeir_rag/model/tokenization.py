@@ -8,26 +8,8 @@ Design choices:
   the comparison against bert-base-uncased a like-for-like one: same normaliser, same
   pre-tokeniser, only the vocabulary differs, so any change in pieces per word comes
   from the medical vocabulary and nothing else.
-- **Lowercase and strip accents by default.** Medical retrieval queries are typed by
-  people in any case ("METFORMIN", "Metformin"), and eponyms are written with and
-  without accents ("Sjögren" / "Sjogren", "Ménière"). Folding both spends no
-  vocabulary on case/accent variants, which matters with a 2-10M-word corpus.
-  ``lowercase=False`` is kept for experiments.
-- **Vocabulary 32768 by default** (a power of two, friendly to embedding-matrix
-  sharding; close to BERT's 30522 so the embedding table is the same size class).
-  The tokenizer stage measures smaller vocabularies too; the report in
-  ``assets/tokenizer/tokenizer_report.json`` records which one was shipped and why.
-- **A guaranteed base alphabet.** WordPiece maps a *whole word* to ``[UNK]`` when
-  one of its characters is not in the vocabulary, so a rare ``β`` or ``²`` would
-  erase "β-blocker" or "m²" entirely. The trainer is seeded with printable ASCII,
-  Greek letters and common unit/maths symbols, both as word-initial and as ``##``
-  continuation pieces, so those characters always exist.
-- **Special tokens at fixed ids** ``[PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4``,
-  so model code can rely on them without loading a tokenizer.
-- **No token_type_ids.** The model has no segment embeddings; pairs are encoded as
-  ``[CLS] A [SEP] B [SEP]`` and the wrapper only returns ``input_ids`` and
-  ``attention_mask``.
-- **model_max_length 8192**: the encoder uses ALiBi and is meant for long chunks.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/model/tokenization.py``.
 """
 
 from __future__ import annotations

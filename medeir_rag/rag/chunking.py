@@ -7,21 +7,8 @@ Design choices:
   window and is never silently truncated. The default ``chunk_size`` is the model's long
   window (8,192 minus the two special tokens minus the document prompt), not 512:
   the encoder uses ALiBi and is trained for long inputs.
-- **Every chunk is a slice of the original text.** Cuts use the tokenizer's offset mapping,
-  so ``text[chunk.start:chunk.end] == chunk.text`` always holds (accents, odd whitespace and
-  control characters included). Whitespace between two chunks belongs to neither.
-- **Cuts fall between words.** A WordPiece word cut in half re-tokenises differently
-  (``##formin`` becomes ``form ##in``), so cuts are moved back to the start of a word; only a
-  single word longer than the whole window is cut inside. Every chunk is then re-tokenised
-  and shrunk if it still exceeds the budget: the window guarantee does not depend on the
-  tokenizer's pre-tokeniser.
-- **Sentence and paragraph boundaries are preferred** when one lies in the last
-  ``boundary_fraction`` (20 %) of a window: a paragraph break first, then a sentence end
-  (``.``, ``?``, ``!``, ``;`` followed by whitespace), then a line break. Otherwise the
-  window is filled up to the last whole word.
-- ``reserved_tokens`` is budget taken by text that is embedded with every chunk (a
-  metadata string, a title); ``chunk_overlap`` tokens are repeated at the start of the next
-  chunk (moved forward to a word start, so the overlap is at most what was asked for).
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/rag/chunking.py``.
 """
 
 from __future__ import annotations

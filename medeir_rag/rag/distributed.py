@@ -8,26 +8,8 @@ Design choices:
   each) that chunks with the store's own code and embeds. The driver alone consumes the
   rows (``iter_rows``) and writes: Qdrant Edge is single-writer (flock), and for a server
   it is one writer feeding the cluster, which scales writes itself.
-- **The driver runs the store's own ``index``.** Rows become ``SourceDocument`` objects again
-  and go through ``MedeirVectorStore.index``, whose encoder is, for the run, a
-  ``FedEncoder`` that answers ``encode_document`` with the vectors the actors computed.
-  Chunking, uuid5 point ids, payloads, sparse vectors, the skip of unchanged documents,
-  stale-chunk deletion, ``--recreate``'s swap, the progress bar (documents, chunks,
-  points/s, ETA) and ``optimize()`` are therefore those of the single-process path, by
-  construction. A text the actors did not embed is embedded on the driver (counted in
-  ``RayIndexReport.embedded_on_driver``), so nothing is ever lost or wrong.
-- **Order is kept** (``preserve_order``): duplicate ids keep the first, ``--limit`` takes
-  the first N documents, and a bad record stops the run after every document read before
-  it is stored, exactly as without Ray. Readers send a bad record (or, with
-  ``--skip-invalid``, each skipped one) as a row at its place instead of failing the task.
-- **Resume does not re-embed.** Before the run the driver scrolls the collection once for
-  the documents stored completely (every chunk with the same ``doc_key``) and ships their
-  digests (32 bytes each) to the actors, which skip them; the store then confirms the skip
-  with its usual ``retrieve``. A task that Ray retries only recomputes vectors: writes
-  happen on the driver, keyed by the store's uuid5 ids.
-- **Every node reads the same paths.** The corpus files and a ``--model`` folder must be at
-  the same path on each node (a shared folder); the bundled model is each node's own copy,
-  checked against the driver's by fingerprint, so no node embeds with another model.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/rag/distributed.py``.
 """
 
 from __future__ import annotations

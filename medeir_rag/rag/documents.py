@@ -8,25 +8,8 @@ Design choices:
   ``pmid:<PMID>``, as in the shared data files); a text file's id is its path relative to
   the folder given. A JSON record without any id gets ``sha1:<hash of title and text>``,
   so re-reading the same file gives the same ids and re-indexing is idempotent.
-- **Strict UTF-8 by default.** Bytes that are not UTF-8 raise ``DocumentReadError`` naming
-  the file and line: medical text with silently replaced characters ("5 µg" becoming
-  "5 �g") is worse than a stop. ``encoding_errors="replace"`` decodes with U+FFFD instead
-  and logs one warning per file. PubMed XML is decoded by the XML parser, which honours
-  the declared encoding and always fails on bad bytes.
-- **Lone surrogates are replaced.** A JSON escape such as ``\\ud800`` without its pair
-  decodes to a character that no tokenizer (and no UTF-8 encoder) accepts. In document
-  text read from a file it is replaced by U+FFFD, everywhere in the record (id, title,
-  text, meta), with a warning naming the file and line. (API input, ``MedeirEncoder.encode``
-  and ``MedeirVectorStore.index``/``search``, is refused with an ``InvalidTextError`` instead.)
-- **A bad record stops reading, named by file and line** (``DocumentReadError``, which
-  carries ``path`` and ``line``). ``skip_invalid=True`` skips it instead, appends the error
-  to the ``invalid`` list given and logs a warning; a file that cannot be read further
-  (truncated gzip, broken XML, non-UTF-8 text file) is skipped from that point on.
-- Empty and whitespace-only documents are yielded as they are: the indexer counts and
-  skips them, so the caller sees how many there were.
-- Supported in a folder (recursively, sorted, hidden files skipped): ``.jsonl``,
-  ``.ndjson``, ``.txt``, ``.md``, ``.xml`` and the same with ``.gz``. A single file with
-  another suffix is read as plain text.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/rag/documents.py``.
 """
 
 from __future__ import annotations

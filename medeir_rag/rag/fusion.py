@@ -1,26 +1,6 @@
 """Fusing a dense and a sparse ranking: convex combination (the hybrid mode) and RRF.
 
-Design choices:
-- **Hybrid = convex combination of min-max-normalised scores** (Bruch, Gai & Ingber,
-  "An Analysis of Fusion Functions for Hybrid Retrieval", ACM TOIS 2023):
-  ``alpha * norm(dense) + (1 - alpha) * norm(sparse)``, each side normalised over its own
-  candidate list for the query (best = 1, worst = 0; a document missing from a side gets
-  0 from it). The paper finds it better than RRF and easy to tune with few queries, and
-  on our held-out validation sets it was (``medeir tune-hybrid`` sets, previous CPU build:
-  mean nDCG@10 90.9 against at best 87.4 for Qdrant's weighted RRF). RRF only sees ranks, so with ``k=60`` it
-  mostly rewards being in both lists; when one side is far weaker than the other (a
-  small CPU-trained model against BM25), that drags the fusion below the better side.
-- **alpha belongs to the model.** How much to trust the dense side depends on how good
-  the dense model is, so alpha is measured per model on held-out training-split data
-  (never an evaluation set) and saved in its folder (``hybrid.json``, written by
-  ``medeir tune-hybrid``). A folder without one gets ``alpha = 0.5``.
-- **One function for evaluation and search**: ``medeir evaluate``'s hybrid row,
-  ``MedeirVectorStore.search(mode="hybrid")`` and ``medeir query`` all call
-  ``convex_combination``, so the number in the table is the behaviour users get.
-- RRF (Cormack, Clarke & Büttcher, SIGIR 2009; ``1 / (k + rank)``, k = 60) stays as a
-  reference row of ``medeir evaluate``.
-- Plain dicts in and out (``{doc_id: score}``); ties are ordered by document id
-  (descending, as pytrec_eval does), so every fusion is deterministic.
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/rag/fusion.py``.
 """
 
 from __future__ import annotations

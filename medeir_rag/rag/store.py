@@ -1,55 +1,6 @@
 """A Qdrant collection of medeir chunks: dense + medical-tokenizer sparse vectors, hybrid search.
 
-Design choices:
-
-- **Qdrant's own engine, embedded, by default.** A local path (``./.medeir/qdrant``) is a
-  folder of Qdrant Edge shards, one per collection: Qdrant's Rust engine inside the process,
-  with a write-ahead log, HNSW, payload indexes and sparse IDF, no server and no network
-  (``store_backends.EdgeBackend``; ``":memory:"`` is a temporary folder deleted on close).
-  ``url=`` points the same store at a Qdrant server or cluster through qdrant-client
-  (``store_backends.ServerBackend``). Everything below is written once, above that small
-  interface, so both behave alike.
-- **Two named vectors per point.** ``dense``: the medeir embedding (cosine).
-  ``sparse``: lexical weights over the *model's own* WordPiece ids, so "metformin" or
-  "HbA1c" match as the medical tokenizer cuts them. A document weight is the BM25
-  term-frequency part, ``tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / 256))``; Qdrant adds
-  the IDF part (``Modifier.IDF``) from the live collection. A query weight is 1 per
-  distinct token, so a sparse score is BM25 with a fixed average length of 256 tokens.
-- **Hybrid = convex combination** of the min-max-normalised dense and sparse scores with
-  the model's tuned dense weight (``fusion.convex_combination``, alpha from the model's
-  ``hybrid.json``). Both candidate lists (100 per side) come from one batch query and are
-  fused here rather than by Qdrant's RRF, so search runs the very function that
-  ``medeir evaluate`` scores, on Edge and on a server alike (``hybrid_search``).
-- **One retrieval path.** ``search(query, mode=..., top_k=..., reranker=..., rerank_top_k=...)``
-  is dense / sparse / hybrid retrieval, then (with a ``MedeirReranker``) the cross-encoder
-  rescoring of the ``rerank_top_k`` best hits on ``document_text(title, chunk)``.
-  ``medeir query`` only parses and prints around it; ``medeir evaluate`` indexes a BEIR
-  corpus into a temporary Edge store with ``index_embedded`` (the cached document
-  embeddings, sparse vectors from this module) and scores the hits of this same call;
-  ``medeir tune-hybrid`` fuses the ``candidate_lists`` that hybrid search fuses.
-- **Deterministic point ids**, ``uuid5(document id, chunk index)``, and a per-document
-  ``doc_key`` (a hash of title, text and chunking settings) in each payload. Before a batch
-  is embedded, its ids are fetched with ``retrieve``: a document whose every chunk is
-  already stored with the same key is skipped. Re-indexing is therefore idempotent, an
-  interrupted run resumes where it stopped (points are written batch by batch, to Edge's
-  write-ahead log or with ``wait=True`` on a server), and a changed document has its old
-  chunks deleted before the new ones go in.
-- **The model is part of the collection.** The collection's model record (``medeir``:
-  collection metadata on a server, ``medeir.json`` in an Edge shard) holds the model name,
-  a fingerprint of its weights and tokenizer, the vector size and the sparse scheme.
-  Opening a collection with another model or another ``truncate_dim`` raises
-  ``CollectionMismatchError`` instead of returning meaningless neighbours.
-- **Payload indexes** on ``doc_id``, ``source`` and ``chunk_index`` back the filters (a
-  dict ``{"doc_id": "x"}``, or a ``qdrant_client.models.Filter``; ``create_index`` adds
-  more). ``optimize()`` (HNSW, segment merging) runs when indexing ends and on demand;
-  ``close()`` flushes.
-- **A failed run never leaves less than it found.** Points are stored batch by batch, and
-  when reading the input fails, the documents read before the bad one are stored before
-  the error propagates. ``recreate=True`` does not drop anything first: it builds a new
-  collection beside the old one (a hidden folder on Edge, a collection behind an alias on a
-  server) and swaps it in only when every document is in; a failed or interrupted rebuild
-  is deleted and the old collection stays as it was. The rebuild needs room for both
-  copies until the swap.
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/rag/store.py``.
 """
 
 from __future__ import annotations

@@ -8,32 +8,8 @@ Design choices:
   batching, resuming, the model check, hybrid fusion, recreate-and-swap) lives once in
   ``store.py`` above it. Points, queries and results cross the interface as plain
   dataclasses (``StoredPoint``, ``VectorQuery``, ``Record``) with ids as strings.
-- **Qdrant Edge for local folders** (``EdgeBackend``, ``qdrant-edge-py``, pinned: it is beta
-  upstream). Qdrant's own engine (Rust) inside the process: a write-ahead log, HNSW built by
-  ``optimize()``, payload indexes, sparse vectors with IDF, no server and no sockets. Edge
-  has no collections, one shard is one folder, so a store folder holds one shard per
-  collection: ``<folder>/<collection>/`` (Edge's ``edge_config.json``, ``segments/``,
-  ``wal/``, plus our ``medeir.json`` with the model record that qdrant-client keeps as
-  collection metadata).
-- **A collection is replaced by rename.** A new collection (and a ``recreate``) is built in a
-  hidden folder ``.<collection>.build-<hex>``, marked ready, and renamed into place; the old
-  one is first renamed to ``.<collection>.old-<hex>`` and deleted after (a dropped one goes
-  to ``.<collection>.trash-<hex>`` first). Whoever next takes
-  the collection's lock finishes a swap that a crash cut between the two renames (or puts
-  the old folder back) and deletes unfinished builds, so a failed or killed run never
-  leaves less than it found.
-- **One process per collection**, enforced at once: the store takes an exclusive
-  ``flock`` on ``<folder>/.<collection>.lock`` before it opens the shard, and a second
-  process (or a second store in the same process) gets ``StorageLockedError``; Edge's own
-  WAL lock (a bare ``WouldBlock`` exception) is wrapped in the same error. Other
-  collections of the same folder stay usable.
-- **qdrant-client for ``url=``** (``ServerBackend``): a Qdrant server or cluster, with
-  aliases for the swap. qdrant-client's local mode (``":memory:"``, ``path=``) goes through
-  the same class, as the tests' stand-in for a server and as the benchmark's baseline.
-- **A folder written by qdrant-client's local mode** (medeir before the move to Edge: a
-  ``meta.json`` listing collections) is recognised: ``LegacyStoreError`` says how to convert
-  it (``medeir index --migrate``, which copies the stored vectors without re-embedding and
-  keeps the old files) or rebuild it.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/rag/store_backends.py``.
 """
 
 from __future__ import annotations

@@ -5,19 +5,8 @@
   ``sentence_transformers.quantization.quantize_embeddings`` after truncation and
   normalisation; ``int8``/``uint8`` need ``quantization_ranges`` (shape ``(2, dim)``,
   calibrated on a representative sample), as in sentence-transformers-haystack 2.0.
-- ``compute_precision`` (``"fp32"``, ``"bf16"``, ``"fp16"``, ``"int8"``) and ``backend``
-  (``"torch"``, ``"onnx"``) are ``MedeirEncoder``'s (``medeir_rag.inference.precision``). Passing a compute
-  name such as ``"bf16"`` to ``precision`` is a one-line error that names ``compute_precision``.
-  A pipeline file written before the split (``precision: fp32``, no ``compute_precision``)
-  still loads: ``from_dict`` moves the value over and warns. The older ``dtype`` argument
-  also still loads, warns and becomes ``compute_precision``.
-- The model's saved prompts are applied by name (``prompt_name``: ``"query"`` for the text
-  embedder, ``"document"`` for the document one, ``None`` for none); ``encode_kwargs`` may
-  override them with ST's ``prompt``/``prompt_name``. ``prefix``/``suffix`` wrap the text.
-- ``normalize_embeddings=False`` keeps the model's own setting (medeir models normalise);
-  ``True`` forces L2 normalisation.
-- Models load in ``warm_up`` (``run`` calls it when needed) from the process-wide cache of
-  ``integrations._shared``, so a text and a document embedder share one model.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/integrations/haystack/_dense.py``.
 """
 
 from __future__ import annotations

@@ -8,17 +8,8 @@ one-line ``InvalidArgumentError`` naming it where it cannot. Per option:
   hub downloads; a local folder or a bundled model needs none, so it is ignored there (as ST does).
 - ``revision``: the hub revision of an ``hf:`` model. Refused for a local folder or a bundled
   model, which have no revisions (a silently ignored revision would pin nothing).
-- ``local_files_only``: ``hf:`` models come from the local hub cache only; a local folder is
-  always local.
-- ``trust_remote_code``: accepted and stored, with no effect: the medeir architecture is this
-  package's own code and nothing from a model folder is ever executed.
-- ``model_kwargs``, ``tokenizer_kwargs``, ``config_kwargs``: ``None`` or ``{}`` only. The model
-  loads through ``MedeirEncoder``/``MedeirReranker``, which take what these usually set in ST
-  as their own parameters (``torch_dtype`` -> ``compute_precision``; the window is the model's,
-  the splitter's ``split_length`` and ``overlong`` decide what fits); any key is refused by name.
-- ``backend``: ``"torch"`` or ``"onnx"`` (the folder's ``onnx/`` export); ``"openvino"`` is refused.
-- ``encode_kwargs`` (dense embedders): ST ``encode`` options; only ``prompt`` and ``prompt_name``
-  have a counterpart here, anything else is refused by name.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/integrations/haystack/_loading.py``.
 """
 
 from __future__ import annotations

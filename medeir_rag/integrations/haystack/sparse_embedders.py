@@ -4,25 +4,7 @@ Drop-ins for ``SentenceTransformersSparseTextEmbedder``/``...SparseDocumentEmbed
 init parameters, sockets ``sparse_embedding`` and ``documents``), for
 ``QdrantSparseEmbeddingRetriever`` and ``QdrantHybridRetriever``.
 
-Design choices:
-- **The very weights of ``MedeirVectorStore``**: ``store.sparse_document_vectors``
-  (BM25 term-frequency part over the model's own WordPiece ids) for documents and
-  ``store.sparse_query_vector`` (1 per distinct token) for queries, on the model's
-  tokenizer. No weights are loaded and nothing runs on a device, so ``device``, ``backend``
-  and ``trust_remote_code`` are accepted for parity and have no effect.
-- **Qdrant supplies the IDF.** The document weights are only the term-frequency half of BM25;
-  the collection must have the IDF modifier, which ``QdrantDocumentStore`` sets with
-  ``use_sparse_embeddings=True, sparse_idf=True`` (``QDRANT_SPARSE_OPTIONS``), the same
-  ``Modifier.IDF`` our store creates. Without it a sparse score is a raw tf sum and common
-  words dominate. A sparse score is then the one ``MedeirVectorStore.search(mode="sparse")`` gives.
-- ``QdrantHybridRetriever`` fuses the two sides with Qdrant's reciprocal rank fusion; our
-  store's hybrid mode fuses scores with the model's tuned alpha instead, so hybrid rankings
-  can differ between the two while each side's scores agree.
-- The text is the ST components' ``prefix + text + suffix`` (documents: the
-  ``meta_fields_to_embed`` values joined by ``embedding_separator`` before the content). The
-  store joins a title as ``"title text"``: ``embedding_separator=" "`` with
-  ``meta_fields_to_embed=["title"]`` reproduces it. No model prompt is added (the store adds
-  none to the sparse side).
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/integrations/haystack/sparse_embedders.py``.
 """
 
 from __future__ import annotations
