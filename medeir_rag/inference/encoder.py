@@ -127,14 +127,14 @@ class MedeirEncoder:
         self.precision = precision
         self.backend = backend
         self.path = resolve_model_path(model_name_or_path)
-        folder = read_st_folder(self.path)
+        folder = read_st_folder(self.path, require_st_config=False)  # the kind checks come first
         transformer_dir = folder.transformer_dir
         check_st_kind(self.path, "embedder")
         check_transformer_dir(transformer_dir, role="embedder")
         hidden = read_json(transformer_dir / "config.json").get("hidden_size")
         if isinstance(hidden, int):  # before any weights load: a bad truncate_dim makes no store
             check_truncate_dim(truncate_dim, hidden)
-        self.prompts: dict[str, str] = folder.prompts
+        self.prompts: dict[str, str] = read_st_folder(self.path).prompts  # config_sentence_transformers.json is required
         window = folder.max_seq_length
         self.normalize = bool(folder.module_dirs("Normalize"))
         pooling_dirs = folder.module_dirs("Pooling")
