@@ -1,4 +1,4 @@
-# Generated from medeir_rag/attention.py (medeir_rag 0.1.0) when this model was saved,
+# Generated from medeir_rag/model/attention.py (medeir_rag 0.1.0) when this model was saved,
 # so the folder loads with trust_remote_code=True without medeir_rag installed. Do not edit.
 """ALiBi attention for a bidirectional encoder, with four interchangeable backends.
 
@@ -10,15 +10,8 @@ Design choices:
 - ``sdpa``: one additive bias, ALiBi plus padding, built once per forward in the compute
   dtype and shared by every layer, fed to ``scaled_dot_product_attention`` as ``attn_mask``.
   Fastest for ordinary batches; its bias is ``batch * heads * L**2`` elements.
-- ``blocked``: the same maths one block of queries at a time, so the bias never exceeds
-  ``heads * block * L`` elements. An 8,192-token document then needs ~100 MB of bias
-  instead of 3 GiB. Selected automatically when the full bias would be too big.
-- ``flex`` (meant for CUDA): sequences are unpadded into one packed row; FlexAttention adds
-  the ALiBi bias in a ``score_mod`` and a document mask keeps sequences apart, so no compute
-  is spent on padding. It also runs, slowly, in eager mode on CPU, which the parity tests use.
-- ``flash``: ``flash_attn_varlen_func`` with ``alibi_slopes`` on the same packed layout, when
-  the optional ``flash-attn`` package is installed.
-- Every backend computes the same function; ``tests/test_attention.py`` checks parity.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/model/attention.py``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# Generated from medeir_rag/configuration.py (medeir_rag 0.1.0) when this model was saved,
+# Generated from medeir_rag/model/configuration.py (medeir_rag 0.1.0) when this model was saved,
 # so the folder loads with trust_remote_code=True without medeir_rag installed. Do not edit.
 """The ``medeir`` model configuration and its size presets.
 
@@ -11,10 +11,7 @@ Design choices (see ``modeling.py`` for the block itself):
 - ``attention_backend`` picks how attention is computed; ``"auto"`` chooses per call
   (see ``attention.py``). It is a runtime choice, not a property of the weights.
 
-The presets:
-- ``tiny``: 2 layers, 64 hidden. For tests; builds in milliseconds.
-- ``small``: 6 layers, 384 hidden, 12 heads: the size of all-MiniLM-L6-v2.
-- ``base``: 12 layers, 768 hidden, 12 heads: the size of BERT-base.
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/model/configuration.py``.
 """
 
 from __future__ import annotations

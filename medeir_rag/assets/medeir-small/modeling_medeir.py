@@ -1,4 +1,4 @@
-# Generated from medeir_rag/modeling.py (medeir_rag 0.1.0) when this model was saved,
+# Generated from medeir_rag/model/modeling.py (medeir_rag 0.1.0) when this model was saved,
 # so the folder loads with trust_remote_code=True without medeir_rag installed. Do not edit.
 """The medeir encoder: a BERT-style bidirectional transformer with ALiBi attention.
 
@@ -10,18 +10,14 @@ Design choices (anchors: MosaicBERT for ALiBi + GLU, ModernBERT/nanochat for pre
   post-norm needs more care and gains little at our sizes.
 - GeGLU feed-forward (MosaicBERT, ModernBERT): better MLM loss than a GELU MLP at the same
   parameter count, which is why presets use an ~8/3 x hidden branch width.
-- A LayerNorm after the token embeddings, which keeps the residual stream's scale sane
-  from the first step.
-- Heads: masked LM with the decoder tied to the input embeddings; sequence classification
-  (the cross-encoder) over a *mean-pooled* representation: there is no next-sentence task to
-  train a ``[CLS]`` vector, and mean pooling is what the bi-encoder uses too.
-- On CUDA the encoder unpads: real tokens are packed into one row and only attention
-  needs to know where sequences start and end, so no FLOP is spent on padding.
+
+The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/model/modeling.py``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -128,6 +124,21 @@ class MedeirPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["MedeirLayer"]
     _supports_sdpa = True
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """Weights from safetensors only, on every path (``SentenceTransformer(dir)``, ``CrossEncoder``,
+        ``AutoModel``): a pickle ``.bin`` can run code when it is loaded, so it is refused."""
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("medeir models load weights from safetensors only; use_safetensors=False is refused")
+        folder = Path(str(pretrained_model_name_or_path))
+        if folder.is_dir() and not any(folder.glob("*.safetensors")):
+            pickled = sorted(p.name for p in folder.glob("*.bin"))
+            if pickled:
+                raise OSError(f"{folder} holds only pickle weights {pickled}, which medeir refuses to load "
+                              "(a pickle can run code); convert them to model.safetensors")
+        kwargs["use_safetensors"] = True
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """Normal(0, initializer_range); output projections scaled by 1/sqrt(2 * layers) (GPT-2)."""
@@ -193,7 +204,7 @@ class MedeirModel(MedeirPreTrainedModel):
         if length > self.config.max_position_embeddings:
             raise ValueError(
                 f"input of {length} tokens exceeds max_position_embeddings={self.config.max_position_embeddings}; "
-                "truncate or chunk it (see medeir_rag.encode)"
+                "truncate or chunk it (see medeir_rag.inference.encode)"
             )
         hidden = self.embeddings(input_ids, inputs_embeds)
         if attention_mask is None:
