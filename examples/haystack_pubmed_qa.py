@@ -42,6 +42,7 @@ from medeir_rag.integrations.haystack import (
     MedeirTextEmbedder,
 )
 from medeir_rag.model.files import DEFAULT_MODEL_NAME
+from medeir_rag.rag.chunking import DEFAULT_CHUNK_SIZE
 from medeir_rag.rag.documents import SAMPLE_CORPUS, read_documents
 
 PUBMED_FILE = "pretrain/pubmed_abstracts_bionlp.jsonl.gz"  # inside the shared data folder
@@ -79,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int, default=200, help="abstracts to index (default: 200)")
     parser.add_argument("--model", default=DEFAULT_MODEL_NAME, help="medeir sentence-transformers directory (default: bundled)")
     parser.add_argument("--reranker", default=None, help="medeir cross-encoder directory (default: no reranking)")
-    parser.add_argument("--split-length", type=int, default=None, help="tokens per chunk (default: the model window)")
+    parser.add_argument("--split-length", type=int, default=DEFAULT_CHUNK_SIZE,
+                        help=f"tokens per chunk (default {DEFAULT_CHUNK_SIZE}; 0 = the whole model window)")
     parser.add_argument("--qdrant-path", default=None, help="embedded Qdrant folder (default: in memory)")
     parser.add_argument("--question", default=DEFAULT_QUESTION, help="the question")
     parser.add_argument("--top-k", type=int, default=3, help="passages kept (default: 3)")
@@ -107,7 +109,7 @@ def build_pipelines(args: argparse.Namespace) -> tuple[Pipeline, Pipeline]:
                                 recreate_index=True, progress_bar=False, **sparse)
 
     indexing = Pipeline()
-    indexing.add_component("splitter", MedeirDocumentSplitter(model=args.model, split_length=args.split_length,
+    indexing.add_component("splitter", MedeirDocumentSplitter(model=args.model, split_length=args.split_length or None,
                                                               meta_fields_to_embed=["title"]))
     indexing.add_component("embedder", doc_embedder)
     indexing.add_component("writer", DocumentWriter(document_store=store))

@@ -37,14 +37,13 @@ from medeir_rag.inference.encode import OVERLONG_POLICIES, check_truncate_dim, e
 from medeir_rag.inference.precision import check_options
 from medeir_rag.integrations._shared import get_encoder, get_reranker, get_token_window
 from medeir_rag.model.files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME, resolve_model_path
-from medeir_rag.rag.chunking import DEFAULT_BOUNDARY_FRACTION, Chunk, chunk_text, count_tokens
+from medeir_rag.rag.chunking import DEFAULT_BOUNDARY_FRACTION, DEFAULT_CHUNK_SIZE, Chunk, chunk_text, count_tokens
 from medeir_rag.rag.fusion import HybridWeights, convex_combination, load_hybrid_weights
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
 
 DEFAULT_EMBED_BATCH_SIZE = 64
-DEFAULT_CHUNK_SIZE = 512  # tokens; why: MedeirTokenWindowSplitter's docstring
 SMALL_CHUNK_WARNING = 50
 
 BatchSparseEncoding = tuple[list[list[int]], list[list[float]]]  # llama_index.vector_stores.qdrant.utils'
@@ -248,8 +247,6 @@ class MedeirTokenWindowSplitter(MetadataAwareTextSplitter):
         id_func: Any | None = None,
     ) -> None:
         window = get_token_window(model_name)
-        if chunk_size == DEFAULT_CHUNK_SIZE:  # the default adapts to a model with a shorter window
-            chunk_size = min(chunk_size, window.max_chunk_size)
         chunk_size = window.resolve_chunk_size(chunk_size)
         _check_overlap(chunk_overlap, chunk_size)
         super().__init__(

@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS_PER_INPUT = 2  # [CLS] ... [SEP]
 DEFAULT_BOUNDARY_FRACTION = 0.2
+# Tokens per chunk for the framework splitters: context an LLM can take at top_k of a few, and
+# the size that most often puts a whole abstract in the top chunk (benchmarks/chunk_size.py).
+DEFAULT_CHUNK_SIZE = 512
 SENTENCE_END = frozenset(".?!;")
 
 
@@ -66,9 +69,14 @@ class TokenWindow:
         return self.max_length - SPECIAL_TOKENS_PER_INPUT - self.prompt_tokens
 
     def resolve_chunk_size(self, chunk_size: int | None) -> int:
-        """``None`` -> the full window; otherwise check that ``chunk_size`` fits in it."""
+        """``None`` -> the full window; otherwise check that ``chunk_size`` fits in it.
+
+        ``DEFAULT_CHUNK_SIZE`` adapts to a model whose window is shorter than it.
+        """
         if chunk_size is None:
             return self.max_chunk_size
+        if chunk_size == DEFAULT_CHUNK_SIZE:
+            chunk_size = min(chunk_size, self.max_chunk_size)
         if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size <= 0:
             raise InvalidArgumentError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         if chunk_size > self.max_chunk_size:

@@ -24,7 +24,7 @@ from medeir_rag.integrations.haystack import (
     MedeirSparseTextEmbedder,
     MedeirTextEmbedder,
 )
-from medeir_rag.rag.chunking import count_tokens
+from medeir_rag.rag.chunking import DEFAULT_CHUNK_SIZE, count_tokens
 from medeir_rag.rag.documents import read_sample_corpus
 
 MODULE = "medeir_rag.integrations.haystack"
@@ -233,7 +233,10 @@ class TestMedeirDocumentSplitter:
     def test_defaults_and_errors(self, tiny_model_dir, tiny_tokenizer):
         splitter = MedeirDocumentSplitter(model=str(tiny_model_dir))
         splitter.warm_up()
-        assert splitter._length == 8192 - 2 - count_tokens(tiny_tokenizer, "passage: ")
+        assert splitter._length == DEFAULT_CHUNK_SIZE == 512
+        whole = MedeirDocumentSplitter(model=str(tiny_model_dir), split_length=None)
+        whole.warm_up()
+        assert whole._length == 8192 - 2 - count_tokens(tiny_tokenizer, "passage: ")
         doc = Document(content="Short text.")
         (chunk,) = splitter.run([doc])["documents"]
         assert chunk.content == "Short text." and "_split_overlap" not in chunk.meta

@@ -19,7 +19,7 @@ from haystack import Document, component, default_from_dict, default_to_dict
 from medeir_rag.errors import InvalidArgumentError
 from medeir_rag.integrations._shared import get_token_window
 from medeir_rag.integrations.haystack._loading import PUBLIC_MODULE, check_documents, meta_text
-from medeir_rag.rag.chunking import DEFAULT_BOUNDARY_FRACTION, chunk_text, count_tokens
+from medeir_rag.rag.chunking import DEFAULT_BOUNDARY_FRACTION, DEFAULT_CHUNK_SIZE, chunk_text, count_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class MedeirDocumentSplitter:
         self,
         *,
         model: str | None = None,
-        split_length: int | None = None,
+        split_length: int | None = DEFAULT_CHUNK_SIZE,
         split_overlap: int = 0,
         meta_fields_to_embed: list[str] | None = None,
         embedding_separator: str = "\n",
@@ -59,7 +59,9 @@ class MedeirDocumentSplitter:
         :param model: the model whose tokenizer, window and document prompt apply; `None` uses the
             tokenizer shipped with the package and its 8,192-token window.
         :param split_length: tokens per chunk, including the `meta_fields_to_embed` values;
-            `None` is the whole window (minus special tokens and the document prompt).
+            512 by default (measured: ``benchmarks/chunk_size.py``; context an LLM can take at a
+            few chunks, and most often a whole abstract in the top chunk); `None` is the whole
+            window (minus special tokens and the document prompt), medeir's long-input case.
         :param split_overlap: tokens repeated at the start of the next chunk.
         :param meta_fields_to_embed: the metadata fields the document embedder will prepend
             (their tokens count against `split_length`).
