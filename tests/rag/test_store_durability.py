@@ -150,7 +150,8 @@ def test_sigkill_at_random_points_then_resume_loses_and_doubles_nothing(tiny_mod
         began = time.perf_counter()
         refused = IndexRun(argv)
         code, _ = refused.finish()
-        assert code == 1 and time.perf_counter() - began < 30
+        # refused without waiting for the lock (the bound only catches a wait: start-up alone took 30 s at load 10)
+        assert code == 1 and time.perf_counter() - began < 120
         lines = [line for line in refused.stderr.decode().splitlines() if line.startswith("medeir index: ")]
         assert len(lines) == 1 and "open in another process" in lines[0], refused.stderr[-2000:]
         assert "Traceback" not in refused.stderr.decode()
