@@ -44,13 +44,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np
 
 from medeir_rag.errors import MissingPathError
-from medeir_rag.eval.beir import default_data_dir
 from medeir_rag.inference.encoder import MedeirEncoder
 from medeir_rag.model.files import bundled_model_path
 from medeir_rag.rag.chunking import Chunk, chunk_text, count_tokens
-from medeir_rag.rag.documents import SourceDocument, read_jsonl
+from medeir_rag.rag.documents import SHARED_PUBMED_FILE, SourceDocument, default_data_dir, read_jsonl
 
-PUBMED_FILE = "pretrain/pubmed_abstracts_bionlp.jsonl.gz"  # inside the shared data folder
 DEFAULT_SIZES = (128, 256, 512, 1024, 0)
 COVERED = 0.8  # "the top chunk holds the abstract": at least this share of its characters
 TOP_K = 5
@@ -58,11 +56,7 @@ TOP_K = 5
 
 def default_data() -> Path:
     """``$MEDEIR_DATA_DIR``/the PubMed file, else ../shared/data from here or beside the repository."""
-    if os.environ.get("MEDEIR_DATA_DIR"):
-        return default_data_dir() / PUBMED_FILE
-    beside_repo = Path(__file__).resolve().parents[2] / "shared" / "data" / PUBMED_FILE
-    here = default_data_dir() / PUBMED_FILE
-    return here if here.is_file() or not beside_repo.is_file() else beside_repo
+    return default_data_dir() / SHARED_PUBMED_FILE
 
 
 @dataclass
@@ -140,7 +134,7 @@ def markdown_table(results: dict[int, dict[str, float]], window: int) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None,
-                        help=f"PubMed JSONL (default: {PUBMED_FILE} under $MEDEIR_DATA_DIR, else ../shared/data)")
+                        help=f"PubMed JSONL (default: {SHARED_PUBMED_FILE} under $MEDEIR_DATA_DIR, else ../shared/data)")
     parser.add_argument("--model", default=None, help="medeir sentence-transformers directory (default: bundled)")
     parser.add_argument("--abstracts", type=int, default=300, help="abstracts to join and query (default: 300)")
     parser.add_argument("--per-section", type=int, default=10,

@@ -21,9 +21,7 @@ serialised to YAML and loaded back, as a deployment would do.
 import argparse
 import io
 import itertools
-import os
 import sys
-from pathlib import Path
 
 from haystack import Document, Pipeline
 from haystack.components.builders import PromptBuilder
@@ -31,7 +29,6 @@ from haystack.components.writers import DocumentWriter
 from haystack_integrations.components.retrievers.qdrant import QdrantEmbeddingRetriever, QdrantHybridRetriever
 from haystack_integrations.document_stores.qdrant import QdrantDocumentStore
 
-import medeir_rag
 from medeir_rag.integrations.haystack import (
     QDRANT_SPARSE_OPTIONS,
     MedeirDocumentEmbedder,
@@ -43,9 +40,8 @@ from medeir_rag.integrations.haystack import (
 )
 from medeir_rag.model.files import DEFAULT_MODEL_NAME
 from medeir_rag.rag.chunking import DEFAULT_CHUNK_SIZE
-from medeir_rag.rag.documents import SAMPLE_CORPUS, read_documents
+from medeir_rag.rag.documents import read_documents, shared_pubmed_or_sample
 
-PUBMED_FILE = "pretrain/pubmed_abstracts_bionlp.jsonl.gz"  # inside the shared data folder
 DEFAULT_QUESTION = "Does naloxone reverse the blood pressure effect of clonidine?"
 TEMPLATE = """Answer the question using only these PubMed abstracts; cite PMIDs.
 {% for doc in documents %}
@@ -59,14 +55,7 @@ Answer:"""
 def default_data() -> str:
     """The shared PubMed file ($MEDEIR_DATA_DIR, else ../shared/data from here or beside the repository),
     else the sample corpus bundled with the package."""
-    if os.environ.get("MEDEIR_DATA_DIR"):
-        folders = [Path(os.environ["MEDEIR_DATA_DIR"])]
-    else:
-        folders = [Path("../shared/data"), Path(medeir_rag.__file__).resolve().parents[2] / "shared" / "data"]
-    for folder in folders:
-        if (folder / PUBMED_FILE).is_file():
-            return str(folder / PUBMED_FILE)
-    return str(SAMPLE_CORPUS)
+    return str(shared_pubmed_or_sample())
 
 
 DEFAULT_DATA = default_data()

@@ -21,15 +21,12 @@ The input can be any file `medeir index` reads: JSON lines (title/text), NCBI Pu
 import argparse
 import io
 import itertools
-import os
 import sys
-from pathlib import Path
 
 from llama_index.core import Document, Settings, StorageContext, VectorStoreIndex
 from llama_index.vector_stores.qdrant import QdrantVectorStore
 from qdrant_client import QdrantClient
 
-import medeir_rag
 from medeir_rag.integrations.llama_index import (
     DEFAULT_CHUNK_SIZE,
     MedeirEmbedding,
@@ -37,23 +34,15 @@ from medeir_rag.integrations.llama_index import (
     MedeirTokenWindowSplitter,
     medeir_qdrant_vector_store,
 )
-from medeir_rag.rag.documents import SAMPLE_CORPUS, read_documents
+from medeir_rag.rag.documents import read_documents, shared_pubmed_or_sample
 
-PUBMED_FILE = "pretrain/pubmed_abstracts_bionlp.jsonl.gz"  # inside the shared data folder
 DEFAULT_QUERY = "Which drugs lower blood pressure, and what reverses their effect?"
 
 
 def default_data() -> str:
     """The shared PubMed file ($MEDEIR_DATA_DIR, else ../shared/data from here or beside the repository),
     else the sample corpus bundled with the package."""
-    if os.environ.get("MEDEIR_DATA_DIR"):
-        folders = [Path(os.environ["MEDEIR_DATA_DIR"])]
-    else:
-        folders = [Path("../shared/data"), Path(medeir_rag.__file__).resolve().parents[2] / "shared" / "data"]
-    for folder in folders:
-        if (folder / PUBMED_FILE).is_file():
-            return str(folder / PUBMED_FILE)
-    return str(SAMPLE_CORPUS)
+    return str(shared_pubmed_or_sample())
 
 
 DEFAULT_DATA = default_data()

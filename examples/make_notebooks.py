@@ -48,6 +48,7 @@ NOTEBOOK_TAILS = {
 # in a temporary folder, so that the plot below can read the stored vectors back.
 
 # %%
+import os
 import tempfile
 import warnings
 
@@ -77,6 +78,8 @@ Image(embedding_space_png(QDRANT_PATH, hits, DEFAULT_QUERY))
 # corpus bundled with the package when the shared data folder is missing.
 
 # %%
+import os
+
 from IPython.display import Image, Markdown, display
 
 LIMIT = int(os.environ.get("MEDEIR_NOTEBOOK_LIMIT", "200"))

@@ -22,18 +22,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
+from medeir_rag.rag.documents import default_data_dir as default_data_dir  # re-exported for the stages
 from medeir_rag.rag.documents import document_text as join_text
 from medeir_rag.rag.documents import open_file
 
 Split = Literal["train", "heldout", "all"]
 
-DATA_DIR_ENV = "MEDEIR_DATA_DIR"
 DEFAULT_HOLDOUT_PERCENT = 2
-
-
-def default_data_dir() -> Path:
-    """``$MEDEIR_DATA_DIR`` if set, else ``../shared/data`` relative to the working directory."""
-    return Path(os.environ.get(DATA_DIR_ENV, "../shared/data"))
 
 
 # ----------------------------------------------------------------------------

@@ -23,15 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medeir_rag.rag.documents import document_text, open_file
+from medeir_rag.rag.documents import default_data_dir, document_text, open_file
 
-DATA_DIR_ENV = "MEDEIR_DATA_DIR"
 DEFAULT_DATASETS = ("beir/scifact", "beir/medquad_qa")
-
-
-def default_data_dir() -> Path:
-    """``$MEDEIR_DATA_DIR`` if set, else ``../shared/data`` relative to the working directory."""
-    return Path(os.environ.get(DATA_DIR_ENV, "../shared/data"))
 
 
 def default_folders() -> list[Path]:

@@ -37,7 +37,13 @@ from medeir_rag.inference.encode import OVERLONG_POLICIES, check_truncate_dim, e
 from medeir_rag.inference.precision import check_options
 from medeir_rag.integrations._shared import get_encoder, get_reranker, get_token_window
 from medeir_rag.model.files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME, resolve_model_path
-from medeir_rag.rag.chunking import DEFAULT_BOUNDARY_FRACTION, DEFAULT_CHUNK_SIZE, Chunk, chunk_text, count_tokens
+from medeir_rag.rag.chunking import (
+    DEFAULT_BOUNDARY_FRACTION,
+    DEFAULT_CHUNK_SIZE,
+    Chunk,
+    chunk_text,
+    count_tokens,
+)
 from medeir_rag.rag.fusion import HybridWeights, convex_combination, load_hybrid_weights
 
 logger = logging.getLogger(__name__)

@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 EncodingErrors = Literal["strict", "replace"]
 
 SAMPLE_CORPUS = Path(__file__).resolve().parents[1] / "assets" / "sample_corpus.jsonl"
+DATA_DIR_ENV = "MEDEIR_DATA_DIR"
+SHARED_PUBMED_FILE = "pretrain/pubmed_abstracts_bionlp.jsonl.gz"  # inside the shared data folder
+
 ID_FIELDS = ("id", "_id", "doc_id", "pmid")
 TEXT_FIELDS = ("text", "abstract", "content", "contents", "body")
 TITLE_FIELDS = ("title",)
@@ -43,6 +46,22 @@ FOLDER_SUFFIXES = tuple(s + gz for s in JSONL_SUFFIXES + TEXT_SUFFIXES + XML_SUF
 # a JSON escape of a surrogate code point: the only way a lone surrogate gets into a line
 # that was decoded from UTF-8, so lines without one skip the per-record check
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def default_data_dir() -> Path:
+    """``$MEDEIR_DATA_DIR`` if set; else ``../shared/data`` from the working directory, or the one
+    beside the repository when only that exists (so examples run from any folder of a checkout)."""
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV])
+    here = Path("../shared/data")
+    beside = Path(__file__).resolve().parents[3] / "shared" / "data"
+    return here if here.is_dir() or not beside.is_dir() else beside
+
+
+def shared_pubmed_or_sample() -> Path:
+    """The shared PubMed abstracts when the data folder has them, else the bundled sample corpus."""
+    shared = default_data_dir() / SHARED_PUBMED_FILE
+    return shared if shared.is_file() else SAMPLE_CORPUS
 
 
 class DocumentReadError(MedeirError, ValueError):
