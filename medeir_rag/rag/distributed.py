@@ -32,7 +32,7 @@ from medeir_rag.errors import InvalidArgumentError, MedeirError, MissingDependen
 
 if TYPE_CHECKING:
     from medeir_rag.rag.documents import EncodingErrors, SourceDocument
-    from medeir_rag.rag.store import IndexStats, MedeirVectorStore
+    from medeir_rag.rag.store import IndexStats, prepare_document
 
 logger = logging.getLogger(__name__)
 
@@ -206,8 +206,8 @@ def _contains(sorted_digests: np.ndarray, digest: bytes) -> bool:
 
 
 class ChunkEmbedder:
-    """A Ray actor: the model, loaded once; each call chunks a batch of documents (the store's
-    ``_prepare``, which needs only ``.encoder``) and embeds the chunks of those not stored yet."""
+    """A Ray actor: the model, loaded once; each call chunks a batch of documents (with the
+    store's own ``prepare_document``) and embeds the chunks of those not stored yet."""
 
     def __init__(
         self, *, model: str | None, device: str, fingerprint: str, chunk_size: int, chunk_overlap: int,
@@ -230,7 +230,7 @@ class ChunkEmbedder:
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        from medeir_rag.rag.store import IndexStats, MedeirVectorStore
+        from medeir_rag.rag.store import IndexStats, prepare_document
 
         texts: list[str] = []
         spans: list[tuple[int, int]] = []
@@ -239,7 +239,7 @@ class ChunkEmbedder:
             if kind == "doc":
                 doc = pickle.loads(item)
                 try:  # a document the store refuses is refused again, in order, on the driver
-                    prepared = MedeirVectorStore._prepare(self, doc, IndexStats(), set(), *self.settings)
+                    prepared = prepare_document(doc, self.encoder.tokenizer, IndexStats(), set(), *self.settings)
                 except (MedeirError, TypeError):
                     prepared = None
                 if prepared is not None and not _contains(self.done, document_digest(doc.id, prepared.key)):

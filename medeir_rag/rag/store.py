@@ -70,6 +70,7 @@ __all__ = [
     "IndexStats",
     "LegacyStoreError",
     "MedeirVectorStore",
+    "PreparedDocument",
     "SearchHit",
     "ServerUnreachableError",
     "StorageLockedError",
@@ -81,6 +82,7 @@ __all__ = [
     "open_backend",
     "open_existing",
     "point_id",
+    "prepare_document",
     "require_qdrant_client",
     "require_qdrant_edge",
     "rerank_hits",
@@ -248,12 +250,60 @@ class SearchHit:
 
 
 @dataclass
-class _Pending:
+class PreparedDocument:
+    """One document checked and chunked: its chunks, the texts to embed, its content key and point ids."""
+
     doc: SourceDocument
     chunks: list[Chunk]
     embed_texts: list[str]
     key: str
     ids: list[str]
+
+
+def prepare_document(
+    doc: SourceDocument, tokenizer: Any, stats: IndexStats, seen: set[str], chunk_size: int, chunk_overlap: int,
+    embed_title: bool,
+) -> PreparedDocument | None:
+    """Check and chunk one document; ``None`` (and a count in ``stats``) when it is skipped.
+
+    A function of the tokenizer alone, so that a Ray actor chunks exactly as the store does
+    (same chunks, same ``doc_key``, same point ids) without holding a store.
+    """
+    if not isinstance(doc, SourceDocument):
+        raise TypeError(f"documents must be SourceDocument objects, got {type(doc).__name__}")
+    if not isinstance(doc.id, str):  # 7 and "7" would name the same points
+        raise InvalidArgumentError(
+            f"document id {doc.id!r} is a {type(doc.id).__name__}; ids must be strings "
+            f"(the id {doc.id!r} and the id {str(doc.id)!r} would name the same points)"
+        )
+    for name in ("id", "title", "text"):
+        value = getattr(doc, name)
+        if isinstance(value, str):
+            check_text(value, "a document id" if name == "id" else f"the {name} of document {doc.id!r}")
+    if not doc.text.strip():
+        stats.skipped_empty += 1
+        return None
+    if doc.id in seen:
+        stats.skipped_duplicate += 1
+        logger.warning("document id %r appears more than once; keeping the first", doc.id)
+        return None
+    seen.add(doc.id)
+    title = doc.title.strip() if embed_title else ""
+    title_tokens = count_tokens(tokenizer, title) if title else 0
+    if title_tokens > chunk_size // MAX_TITLE_SHARE or chunk_size - title_tokens <= chunk_overlap:
+        title, title_tokens = "", 0
+    chunks = chunk_text(doc.text, tokenizer, chunk_size, chunk_overlap, reserved_tokens=title_tokens)
+    if not chunks:  # only characters the tokenizer drops (control characters)
+        stats.skipped_empty += 1
+        return None
+    key_source = json.dumps([doc.title, doc.text, chunk_size, chunk_overlap, bool(title)])
+    return PreparedDocument(
+        doc=doc,
+        chunks=chunks,
+        embed_texts=[document_text(title, c.text) if title else c.text for c in chunks],
+        key=hashlib.sha1(key_source.encode()).hexdigest()[:16],
+        ids=[point_id(doc.id, c.index) for c in chunks],
+    )
 
 
 def _check_top_k(top_k: object, name: str = "top_k") -> int:
@@ -570,7 +620,7 @@ class MedeirVectorStore:
 
         stats = IndexStats()
         seen: set[str] = set()
-        pending: list[_Pending] = []
+        pending: list[PreparedDocument] = []
         pending_chunks = 0
         progress = tqdm(desc="Indexing", unit="doc", total=total, disable=not show_progress, dynamic_ncols=True)
 
@@ -585,7 +635,7 @@ class MedeirVectorStore:
                 try:
                     doc = next(iterator)
                     stats.documents += 1
-                    item = self._prepare(doc, stats, seen, chunk_size, chunk_overlap, embed_title)
+                    item = prepare_document(doc, self.encoder.tokenizer, stats, seen, chunk_size, chunk_overlap, embed_title)
                 except StopIteration:
                     break
                 except Exception:  # a bad record: store every document read before it, then stop
@@ -620,54 +670,12 @@ class MedeirVectorStore:
         stats.seconds = time.perf_counter() - started
         return stats
 
-    def _prepare(
-        self, doc: SourceDocument, stats: IndexStats, seen: set[str], chunk_size: int, chunk_overlap: int,
-        embed_title: bool,
-    ) -> _Pending | None:
-        """Check and chunk one document; ``None`` (and a count in ``stats``) when it is skipped."""
-        if not isinstance(doc, SourceDocument):
-            raise TypeError(f"documents must be SourceDocument objects, got {type(doc).__name__}")
-        if not isinstance(doc.id, str):  # 7 and "7" would name the same points
-            raise InvalidArgumentError(
-                f"document id {doc.id!r} is a {type(doc.id).__name__}; ids must be strings "
-                f"(the id {doc.id!r} and the id {str(doc.id)!r} would name the same points)"
-            )
-        for name in ("id", "title", "text"):
-            value = getattr(doc, name)
-            if isinstance(value, str):
-                check_text(value, "a document id" if name == "id" else f"the {name} of document {doc.id!r}")
-        if not doc.text.strip():
-            stats.skipped_empty += 1
-            return None
-        if doc.id in seen:
-            stats.skipped_duplicate += 1
-            logger.warning("document id %r appears more than once; keeping the first", doc.id)
-            return None
-        seen.add(doc.id)
-        tokenizer = self.encoder.tokenizer
-        title = doc.title.strip() if embed_title else ""
-        title_tokens = count_tokens(tokenizer, title) if title else 0
-        if title_tokens > chunk_size // MAX_TITLE_SHARE or chunk_size - title_tokens <= chunk_overlap:
-            title, title_tokens = "", 0
-        chunks = chunk_text(doc.text, tokenizer, chunk_size, chunk_overlap, reserved_tokens=title_tokens)
-        if not chunks:  # only characters the tokenizer drops (control characters)
-            stats.skipped_empty += 1
-            return None
-        key_source = json.dumps([doc.title, doc.text, chunk_size, chunk_overlap, bool(title)])
-        return _Pending(
-            doc=doc,
-            chunks=chunks,
-            embed_texts=[document_text(title, c.text) if title else c.text for c in chunks],
-            key=hashlib.sha1(key_source.encode()).hexdigest()[:16],
-            ids=[point_id(doc.id, c.index) for c in chunks],
-        )
-
-    def _store_batch(self, pending: list[_Pending], stats: IndexStats, batch_size: int) -> None:
+    def _store_batch(self, pending: list[PreparedDocument], stats: IndexStats, batch_size: int) -> None:
         """Skip complete documents, delete stale chunks of changed ones, embed and upsert the rest."""
         ids = [i for p in pending for i in p.ids]
         stored = self.backend.retrieve(self.collection, ids, with_payload=["doc_key"])
         stored_keys = {r.id: (r.payload or {}).get("doc_key") for r in stored}
-        todo: list[_Pending] = []
+        todo: list[PreparedDocument] = []
         stale: list[str] = []
         for p in pending:
             keys = [stored_keys.get(i) for i in p.ids]
@@ -685,7 +693,7 @@ class MedeirVectorStore:
         dense = self.encoder.encode_document(texts, overlong="error", show_progress=False)
         self._upsert(todo, dense, stats, batch_size)
 
-    def _upsert(self, todo: list[_Pending], dense: Any, stats: IndexStats, batch_size: int) -> None:
+    def _upsert(self, todo: list[PreparedDocument], dense: Any, stats: IndexStats, batch_size: int) -> None:
         """Upsert the chunks of ``todo`` with their dense rows (in order) and their sparse vectors."""
         texts = [t for p in todo for t in p.embed_texts]
         sparse = sparse_document_vectors(self.encoder.tokenizer, texts)
@@ -748,7 +756,7 @@ class MedeirVectorStore:
                 chunk = Chunk(text=doc.text, start=0, end=len(doc.text), num_tokens=count_tokens(tokenizer, doc.text),
                               index=0)
                 key = hashlib.sha1(json.dumps([doc.title, doc.text, "embedded"]).encode()).hexdigest()[:16]
-                todo.append(_Pending(doc=doc, chunks=[chunk], embed_texts=[document_text(doc.title, doc.text)],
+                todo.append(PreparedDocument(doc=doc, chunks=[chunk], embed_texts=[document_text(doc.title, doc.text)],
                                      key=key, ids=[point_id(doc.id, 0)]))
             self._upsert(todo, dense[start : start + batch_size], stats, batch_size)
         return self._finish(stats, started, optimize)
