@@ -14,9 +14,12 @@ everything else to ``main`` here.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import TypeVar
 
 from medeir_rag.errors import run_command
 
@@ -38,6 +41,15 @@ SUBCOMMANDS: dict[str, tuple[str, str | None, str]] = {
     "index": ("medeir_rag.cli.index", "qdrant", "index documents into Qdrant"),
     "query": ("medeir_rag.cli.query", "qdrant", "search an index"),
 }
+
+
+Settings = TypeVar("Settings")
+
+
+def settings_from(cls: type[Settings], args: argparse.Namespace) -> Settings:
+    """The typed settings dataclass ``cls`` of a library run, filled from a subcommand's parsed
+    flags (one field per flag, same names): the library takes the dataclass, never argparse."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,8 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 from medeir_rag.eval.embedding_cache import DEFAULT_CACHE_DIR
-from medeir_rag.eval.embedding_space import DEFAULT_OUTPUT_DIR, _analyze
+from medeir_rag.cli import settings_from
+from medeir_rag.eval.embedding_space import DEFAULT_OUTPUT_DIR, AnalyzeSettings, analyze
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,9 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.json:
-        return _analyze(args, argv)[0]
+        return analyze(settings_from(AnalyzeSettings, args), argv)[0]
     with redirect_stdout(sys.stderr):  # stdout carries the one JSON object
-        status, table = _analyze(args, argv)
+        status, table = analyze(settings_from(AnalyzeSettings, args), argv)
     if table is not None:
         print(json.dumps({"models": table, "analysis_json": str(args.output_dir / "analysis.json")}))
     return status

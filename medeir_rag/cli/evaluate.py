@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from contextlib import redirect_stdout
 from pathlib import Path
 
-from medeir_rag.eval.benchmark import DEFAULT_OUTPUT_DIR, _evaluate, markdown_report, table_json
+from medeir_rag.cli import settings_from
+from medeir_rag.eval.benchmark import DEFAULT_OUTPUT_DIR, EvaluateSettings, evaluate, markdown_report, table_json
 from medeir_rag.eval.embedding_cache import DEFAULT_CACHE_DIR
 from medeir_rag.inference.encode import DEFAULT_BATCH_TOKENS
 from medeir_rag.rag.fusion import HYBRID_CANDIDATES, RRF_K
@@ -73,13 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG
+    settings = settings_from(EvaluateSettings, args)
     if args.json:  # stdout carries the one JSON object: whatever the libraries print goes to stderr
         with redirect_stdout(sys.stderr):
-            report = _evaluate(args, argv)
+            report = evaluate(settings, argv)
         print(json.dumps({**table_json(report), "results_json": str(args.output_dir / "results.json"),
                           "results_md": str(args.output_dir / "results.md"), "wall_seconds": report["wall_seconds"]}))
         return 0
-    report = _evaluate(args, argv)
+    report = evaluate(settings, argv)
     print(markdown_report(report))
     print(f"wrote {args.output_dir / 'results.json'} and results.md in {report['wall_seconds']} s "
           f"(embedding cache: {report['cache']['hits']} hits, {report['cache']['misses']} misses)")

@@ -5,7 +5,6 @@ The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import logging
@@ -13,7 +12,7 @@ import platform
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medeir_rag.eval.beir import BeirDataset, default_folders, load_beir, sha256_file
-from medeir_rag.eval.embedding_cache import EmbeddingCache, weights_sha256
+from medeir_rag.eval.embedding_cache import DEFAULT_CACHE_DIR, EmbeddingCache, weights_sha256
 from medeir_rag.eval.metrics import K_VALUES, METRIC_LABELS, REPORTED_METRICS, Run, score_run
 from medeir_rag.rag.fusion import (
     HYBRID_CANDIDATES,
@@ -30,6 +29,7 @@ from medeir_rag.rag.fusion import (
     load_hybrid_weights,
     reciprocal_rank_fusion,
 )
+from medeir_rag.inference.encode import DEFAULT_BATCH_TOKENS
 from medeir_rag.runtime import default_device, seed_everything
 
 if TYPE_CHECKING:
@@ -67,6 +67,38 @@ PUBLISHED_NOTES = (
     "but is a different sample of MedQuAD: do not compare its numbers with the MedicalQARetrieval column.",
     "ArguAna, NFCorpus and TREC-COVID are not in the shared data and are not run here.",
 )
+
+
+@dataclass
+class EvaluateSettings:
+    """Everything one ``medeir evaluate`` run depends on (the CLI's flags, one field each).
+
+    A typed object rather than the argparse namespace, so that notebooks, benchmarks and
+    ``medeir tune-hybrid``-style scripts can run the same evaluation without building a
+    command line; ``medeir evaluate --help`` documents each field.
+    """
+
+    folders: list[Path] = field(default_factory=list)   # empty: beir/scifact and beir/medquad_qa of the shared data
+    split: str | None = None                             # qrels split; None: test if present, else the only one
+    model: str | None = None                             # None: the bundled model
+    no_model: bool = False
+    reranker: str | None = None                          # None: the bundled reranker (if any)
+    no_reranker: bool = False
+    no_minilm: bool = False
+    rerank_top_k: int = HYBRID_CANDIDATES
+    alpha: float | None = None                           # None: the model's hybrid.json, else 0.5
+    rrf_k: int = RRF_K
+    stem: str = "auto"                                   # auto | yes | no (Snowball stemming for word BM25)
+    truncate_dim: int | None = None
+    batch_tokens: int = DEFAULT_BATCH_TOKENS
+    precision: str = "fp32"
+    backend: str = "torch"
+    device: str | None = None                            # None: cuda when available
+    output_dir: Path = DEFAULT_OUTPUT_DIR
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    no_cache: bool = False
+    seed: int = 0
+    quiet: bool = False
 
 
 # ----------------------------------------------------------------------------
@@ -158,7 +190,7 @@ class Skip(Exception):
     """A row that cannot run here (missing model); the message says why."""
 
 
-def _load_model(args: argparse.Namespace) -> DenseModel:
+def _load_model(args: EvaluateSettings) -> DenseModel:
     """Our embedding model, or ``Skip`` with the reason."""
     from medeir_rag.eval.baselines import load_medeir
 
@@ -185,7 +217,7 @@ def is_static_model(path: Path) -> bool:
     return bool(entries) and entries[0].get("type", "").endswith("StaticEmbedding")
 
 
-def _load_reranker(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
+def _load_reranker(args: EvaluateSettings) -> tuple[Any, dict[str, str]]:
     """Our ``MedeirReranker`` (what ``medeir query --reranker`` loads) and its description, or ``Skip``."""
     from medeir_rag.model.files import DEFAULT_RERANKER_NAME, resolve_model_path
 
@@ -220,7 +252,7 @@ class Systems:
 
 
 def evaluate_dataset(
-    dataset: BeirDataset, systems: Systems, cache: EmbeddingCache, args: argparse.Namespace,
+    dataset: BeirDataset, systems: Systems, cache: EmbeddingCache, args: EvaluateSettings,
     show_progress: bool = True,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
     """Every available row on one dataset: ``(rows, mteb-vs-score_run differences)``."""
@@ -341,7 +373,7 @@ def package_versions() -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------
-# CLI
+# The whole run
 
 
 def table_json(report: dict[str, Any]) -> dict[str, Any]:
@@ -355,12 +387,15 @@ def table_json(report: dict[str, Any]) -> dict[str, Any]:
                         for name, block in report["results"].items()}}
 
 
-def _evaluate(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    """Every row on every dataset; writes results.json and results.md and returns the report."""
+def evaluate(args: EvaluateSettings, argv: Sequence[str] = ()) -> dict[str, Any]:
+    """Every row on every dataset; writes results.json and results.md and returns the report.
+
+    ``argv`` is only recorded (the report's ``command``), so a report says how to repeat it.
+    """
     started = time.perf_counter()
+    args = replace(args, device=args.device or default_device())
     seed_everything(args.seed)
     show = not args.quiet
-    args.device = args.device or default_device()
     from medeir_rag.eval.baselines import load_minilm
     from medeir_rag.eval.bm25 import word_tokenizer
 

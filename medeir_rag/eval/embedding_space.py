@@ -14,7 +14,6 @@ The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from medeir_rag.eval.beir import default_data_dir, document_text, load_beir, read_jsonl, sha256_file
-from medeir_rag.eval.embedding_cache import EmbeddingCache
+from medeir_rag.eval.embedding_cache import DEFAULT_CACHE_DIR, EmbeddingCache
 from medeir_rag.runtime import default_device
 
 logger = logging.getLogger(__name__)
@@ -37,6 +36,28 @@ PROBE_FRACTIONS = (0.01, 0.1, 1.0)
 MEDQUAD_DIR = "beir/medquad_qa"
 GO_FILE = "pretrain/go_definitions.jsonl.gz"
 DEFAULT_OUTPUT_DIR = Path("analysis-results")
+
+
+@dataclass
+class AnalyzeSettings:
+    """Everything one ``medeir analyze`` run depends on (the CLI's flags, one field each;
+    ``medeir analyze --help`` documents them), so the analysis runs without a command line."""
+
+    data_dir: Path | None = None        # None: $MEDEIR_DATA_DIR, else ../shared/data
+    model: str | None = None            # None: the bundled model
+    no_model: bool = False
+    no_minilm: bool = False
+    sample: int = 2000
+    min_class_size: int = 20
+    test_fraction: float = 0.2
+    probe_seeds: int = 3
+    projection: str = "pca"             # pca | tsne
+    seed: int = 0
+    truncate_dim: int | None = None
+    device: str | None = None           # None: cuda when available
+    output_dir: Path = DEFAULT_OUTPUT_DIR
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    no_cache: bool = False
 
 
 # ----------------------------------------------------------------------------
@@ -263,8 +284,11 @@ def _markdown(metrics: dict[str, dict[str, Any]], sets: list[LabelledSet]) -> st
     return "\n".join(lines) + "\n"
 
 
-def _analyze(args: argparse.Namespace, argv: list[str]) -> tuple[int, dict[str, Any] | None]:
-    """The analysis: writes analysis.json, analysis.md and the plots, prints the table; ``(status, table_json)``."""
+def analyze(args: AnalyzeSettings, argv: Sequence[str] = ()) -> tuple[int, dict[str, Any] | None]:
+    """The analysis: writes analysis.json, analysis.md and the plots, prints the table; ``(status, table_json)``.
+
+    ``argv`` is only recorded in analysis.json, so a result says how to repeat it.
+    """
     started = time.perf_counter()
 
     from medeir_rag.eval.baselines import embed, load_medeir, load_minilm
