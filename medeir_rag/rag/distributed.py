@@ -32,13 +32,17 @@ from medeir_rag.errors import InvalidArgumentError, MedeirError, MissingDependen
 
 if TYPE_CHECKING:
     from medeir_rag.rag.documents import EncodingErrors, SourceDocument
-    from medeir_rag.rag.store import IndexStats, prepare_document
+    from medeir_rag.rag.store import IndexStats, MedeirVectorStore
 
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'medeir_rag[distributed]'"
 PROBE_TIMEOUT_S = 5.0
 LOCAL, AUTO = "local", "auto"
+# Ray's switch (named for Windows/macOS) that makes every process of a new local instance use
+# 127.0.0.1 instead of the machine's network address: Ray has no authentication, so a
+# single-machine run over patient text should not listen on the network.
+LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 class RayConnectionError(MedeirError, ConnectionError):
@@ -76,6 +80,26 @@ def _probe(address: str) -> None:
         ) from None
 
 
+def _init_on_loopback(ray: Any, kwargs: dict[str, Any]) -> None:
+    """``ray.init`` of a new local instance whose GCS, raylet, object store and workers all
+    bind 127.0.0.1 (Ray resolves an explicit ``127.0.0.1`` back to the network address, so
+    the switch is its loopback mode: an environment variable its child processes inherit,
+    and the constant this process read when it imported Ray). Both are restored afterwards."""
+    from ray._private import ray_constants
+
+    before_env, before_flag = os.environ.get(LOOPBACK_ONLY_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_ONLY_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(**kwargs)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before_flag
+        if before_env is None:
+            os.environ.pop(LOOPBACK_ONLY_ENV, None)
+        else:
+            os.environ[LOOPBACK_ONLY_ENV] = before_env
+
+
 class RaySession:
     """A connection to Ray for one ``medeir index`` run; ``close()`` shuts down only what it started."""
 
@@ -102,7 +126,10 @@ class RaySession:
                 _probe(address)
             kwargs["address"] = address
         try:
-            ray.init(**kwargs)
+            if address == LOCAL:
+                _init_on_loopback(ray, kwargs)
+            else:
+                ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise RayConnectionError(f"--ray {address!r}: {one_line(error)}") from None
         return cls(address, owns=True)
