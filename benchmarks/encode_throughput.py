@@ -27,6 +27,8 @@ Usage (from the project root, beside ../shared)::
     python benchmarks/encode_throughput.py --model DIR --reranker DIR --json out.json
     nice -n 19 python benchmarks/encode_throughput.py --preset tiny --docs 16 --pairs 16 \\
         --latency-queries 10 --repeats 1 --long-tokens 1024 --gemm-size 256   # a quick check that every row runs
+    python benchmarks/encode_throughput.py --model DIR --long-only --long-tokens 2048 4096 8192 \
+        --long-settings fp32 bf16 int8 onnx-fp32 onnx-int8             # memory and time against length only
 
 Without ``--model``/``--reranker`` the benchmark builds the ``small`` preset (6 layers, 384
 hidden, the size of all-MiniLM-L6-v2) with random weights and the shipped tokenizer, as an
@@ -402,10 +404,28 @@ def _fmt(value, pattern: str, missing: str = "–") -> str:
 
 def markdown(report: dict) -> str:
     machine = report["machine"]
-    peaks = report["gemm_peak_gflops"]
+    peaks = report.get("gemm_peak_gflops", {})
     lines = [
         f"{machine['cpu']}, {machine['threads']} torch threads; torch {machine['torch']}, "
         f"onnxruntime {machine['onnxruntime']}; {report['documents']} SciFact documents",
+    ]
+    if "throughput" in report:
+        lines += _throughput_tables(report, peaks)
+    lines += ["", "| one long document | tokens | seconds | peak RSS (MB) | RSS before encode (MB) |",
+              "|---|---:|---:|---:|---:|"]
+    for r in report["long_documents"]:
+        if "skipped" in r:
+            lines.append(f"| medeir {r['setting']} | skipped: {r['skipped']} | | | |")
+            continue
+        lines.append(f"| medeir {r['setting']} | {r['tokens']:,} | {r['seconds']:.2f} | {r['peak_rss_mb']:,.0f} "
+                     f"| {r['rss_before_encode_mb']:,.0f} |")
+    lines += ["", f"ONNX export time (s): {report['onnx_export_seconds']}"]
+    return "\n".join(lines)
+
+
+def _throughput_tables(report: dict, peaks: dict) -> list[str]:
+    """The GEMM peak, throughput, reranker and latency tables (all but ``--long-only``'s)."""
+    lines = [
         "",
         f"| GEMM peak ({report['gemm_size']}^3) | fp32 | bf16 | int8 |",
         "|---|---:|---:|---:|",
@@ -437,16 +457,7 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['row']} | skipped: {r['skipped']} | |")
             continue
         lines.append(f"| {r['row']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
-    lines += ["", "| one long document | tokens | seconds | peak RSS (MB) | RSS before encode (MB) |",
-              "|---|---:|---:|---:|---:|"]
-    for r in report["long_documents"]:
-        if "skipped" in r:
-            lines.append(f"| medeir {r['setting']} | skipped: {r['skipped']} | | | |")
-            continue
-        lines.append(f"| medeir {r['setting']} | {r['tokens']:,} | {r['seconds']:.2f} | {r['peak_rss_mb']:,.0f} "
-                     f"| {r['rss_before_encode_mb']:,.0f} |")
-    lines += ["", f"ONNX export time (s): {report['onnx_export_seconds']}"]
-    return "\n".join(lines)
+    return lines
 
 
 def machine_info() -> dict:
@@ -476,7 +487,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=256, help="reranker pairs, one query over this many documents (default 256)")
     parser.add_argument("--latency-queries", type=int, default=200, help="single-query calls for p50/p99 (default 200)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats, median reported (default 3)")
-    parser.add_argument("--long-tokens", type=int, default=8192, help="the long document's length (default 8192)")
+    parser.add_argument("--long-tokens", type=int, nargs="+", default=[8192],
+                        help="the long document's length; several lengths give one row each (default 8192)")
+    parser.add_argument("--long-only", action="store_true",
+                        help="only the long-document rows (no GEMM probe, throughput, reranker or latency)")
     parser.add_argument("--long-settings", nargs="*", default=["fp32", "bf16", "int8"],
                         choices=[s[0] for s in SETTINGS],
                         help="settings for the long document (default fp32 bf16 int8; the ONNX graph has no "
@@ -503,20 +517,22 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = args.model or random_embedder
         reranker_dir = args.reranker or random_reranker
         onnx_model, onnx_reranker, export_seconds = export_both(model_dir, reranker_dir, staging)
-        peaks = gemm_peaks(args.gemm_size)
-        print(f"GEMM peak GFLOP/s: {peaks}")
         report = {
-            "machine": machine_info(), "documents": len(documents), "gemm_size": args.gemm_size,
-            "gemm_peak_gflops": peaks, "onnx_export_seconds": export_seconds,
+            "machine": machine_info(), "documents": len(documents), "onnx_export_seconds": export_seconds,
             "model": str(args.model or f"random {args.preset} preset"),
             "reranker": str(args.reranker or f"random {args.preset} preset"),
         }
-        report["throughput"] = throughput_rows(model_dir, onnx_model, documents, args.repeats, peaks, skip)
-        report["reranker"] = reranker_rows(reranker_dir, onnx_reranker, documents[: args.pairs], queries[0],
-                                           args.repeats, skip)
-        report["latency"] = latency_rows(model_dir, onnx_model, queries[: args.latency_queries], skip)
-        report["long_documents"] = long_document_rows(model_dir, onnx_model, args.corpus, args.long_tokens,
-                                                      [s for s in args.long_settings if s not in skip])
+        if not args.long_only:
+            peaks = gemm_peaks(args.gemm_size)
+            print(f"GEMM peak GFLOP/s: {peaks}")
+            report.update(gemm_size=args.gemm_size, gemm_peak_gflops=peaks)
+            report["throughput"] = throughput_rows(model_dir, onnx_model, documents, args.repeats, peaks, skip)
+            report["reranker"] = reranker_rows(reranker_dir, onnx_reranker, documents[: args.pairs], queries[0],
+                                               args.repeats, skip)
+            report["latency"] = latency_rows(model_dir, onnx_model, queries[: args.latency_queries], skip)
+        settings = [s for s in args.long_settings if s not in skip]
+        report["long_documents"] = [row for length in args.long_tokens
+                                    for row in long_document_rows(model_dir, onnx_model, args.corpus, length, settings)]
     print(markdown(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
