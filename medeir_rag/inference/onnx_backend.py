@@ -14,6 +14,7 @@ The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,10 @@ from medeir_rag.model.configuration import MedeirConfig
 ONNX_DIR = "onnx"
 ONNX_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx"}
 ONNX_INPUTS = ("input_ids", "attention_mask")
+# Above this many tokens a sequence costs far more in the exported graph than in torch: its
+# attention holds the whole (batch, heads, L, L) bias (4.9 GB peak for one 8,192-token
+# document against 0.8 GB in torch, README "Precision and runtimes").
+ONNX_LONG_TOKENS = 2048
 
 
 def import_onnxruntime():
@@ -97,6 +102,12 @@ def make_session(path: Path, device: torch.device, threads: int | None = None):
 
 
 def _feed(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> dict[str, np.ndarray]:
+    if input_ids.shape[-1] > ONNX_LONG_TOKENS:
+        warnings.warn(
+            f"backend='onnx' got a {input_ids.shape[-1]}-token sequence: the exported graph's attention memory "
+            f"grows with the square of the length (above {ONNX_LONG_TOKENS} tokens use backend='torch', "
+            "or a smaller chunk_size)", RuntimeWarning, stacklevel=2,
+        )
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     return {

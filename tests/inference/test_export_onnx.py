@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -96,6 +97,18 @@ def test_onnx_encoder_parity_at_two_lengths(exported, torch_encoder, precision, 
     for text in (short, long):  # alone: batch of one, no padding
         assert _min_cosine(encoder.encode_query([text]), torch_encoder.encode_query([text])) > threshold
     assert encoder.embedding_dimension == torch_encoder.embedding_dimension
+
+
+def test_onnx_warns_about_sequences_longer_than_its_comfortable_length(exported, torch_encoder, monkeypatch):
+    from medeir_rag.inference import onnx_backend
+
+    encoder = MedeirEncoder(exported, device="cpu", backend="onnx")
+    monkeypatch.setattr(onnx_backend, "ONNX_LONG_TOKENS", 96)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        encoder.encode_document([text_of(torch_encoder, 60)])  # under 96 with the prompt and special tokens
+    with pytest.warns(RuntimeWarning, match="backend='torch'"):
+        encoder.encode_document([text_of(torch_encoder, 150)])
 
 
 def test_onnx_path_names_a_file_or_a_folder(exported, tmp_path, torch_encoder):
