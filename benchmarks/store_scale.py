@@ -180,6 +180,7 @@ class Result:
     optimize_seconds: float = 0.0
     latency_ms: dict[str, list[float]] = field(default_factory=dict)  # mode -> [p50, p99]
     recall_at_10: float | None = None
+    by_hnsw_ef: dict[int, dict[str, float]] = field(default_factory=dict)  # ef -> dense p50/p99 ms, recall@10
     disk_mb: float | None = None
     load_before: float | None = None  # 1-minute load average when this engine's run began / ended
     load_after: float | None = None
@@ -248,12 +249,29 @@ def run_engine(engine: str, size: int, data: Synthetic, queries, exact: list[lis
         result.latency_ms = {mode: [1000 * statistics.median(v), 1000 * percentile(v, 0.99)]
                              for mode, v in timings.items() if v}
         result.recall_at_10 = recall(found, exact[WARM_UP:])
+        if engine == "edge":  # local mode searches exactly: the beam width means nothing there
+            for ef in args.hnsw_ef:
+                result.by_hnsw_ef[ef] = dense_at_ef(backend, dense_queries, exact, ef)
     finally:
         backend.close()
     result.disk_mb = folder_mb(folder)
     result.load_after = load_average()
     shutil.rmtree(folder, ignore_errors=True)
     return result
+
+
+def dense_at_ef(backend, dense_queries, exact: list[list[int]], ef: int) -> dict[str, float]:
+    """Dense top 10 with the query-time HNSW beam width ``ef`` on the same built index."""
+    times: list[float] = []
+    found: list[list[int]] = []
+    for number, dense in enumerate(dense_queries):
+        t0 = time.perf_counter()
+        (hits,) = backend.query(COLLECTION, [VectorQuery(DENSE_VECTOR, dense.tolist(), TOP_K, hnsw_ef=ef)])
+        if number >= WARM_UP:
+            times.append(time.perf_counter() - t0)
+            found.append([index_of(h.id) for h in hits])
+    return {"p50_ms": 1000 * statistics.median(times), "p99_ms": 1000 * percentile(times, 0.99),
+            "recall_at_10": recall(found, exact[WARM_UP:])}
 
 
 def recall(found: list[list[int]], truth: list[list[int]]) -> float:
@@ -279,7 +297,14 @@ def table(size: int, results: dict[str, Result]) -> str:
     for mode in ("dense", "sparse", "hybrid"):
         rows.append((f"{mode} query p50 (ms)", lambda r, m=mode: (r.latency_ms.get(m) or [None])[0], "{:.2f}", False))
         rows.append((f"{mode} query p99 (ms)", lambda r, m=mode: (r.latency_ms.get(m) or [None, None])[1], "{:.2f}", False))
-    rows += [("dense recall@10 vs exact (numpy)", lambda r: r.recall_at_10, "{:.3f}", None),
+    rows += [("dense recall@10 vs exact (numpy)", lambda r: r.recall_at_10, "{:.3f}", None)]
+    for ef in sorted({ef for r in results.values() for ef in r.by_hnsw_ef}):
+        rows += [(f"dense p50 / p99 (ms), hnsw_ef={ef}",
+                  lambda r, e=ef: (r.by_hnsw_ef[e]["p50_ms"], r.by_hnsw_ef[e]["p99_ms"]) if e in r.by_hnsw_ef else None,
+                  "{0[0]:.2f} / {0[1]:.2f}", None),
+                 (f"dense recall@10, hnsw_ef={ef}",
+                  lambda r, e=ef: r.by_hnsw_ef[e]["recall_at_10"] if e in r.by_hnsw_ef else None, "{:.3f}", None)]
+    rows += [
              ("size on disk (MB)", lambda r: r.disk_mb, "{:.1f}", None),
              ("load average before / after", lambda r: None if r.load_before is None else (r.load_before, r.load_after),
               "{0[0]:.2f} / {0[1]:.2f}", None)]
@@ -305,6 +330,7 @@ def report(record: dict) -> str:
     by_size: dict[int, dict[str, Result]] = {}
     for item in record["results"]:
         result = Result(**{k: v for k, v in item.items() if k != "points_per_second"})
+        result.by_hnsw_ef = {int(ef): row for ef, row in result.by_hnsw_ef.items()}  # JSON keys are strings
         by_size.setdefault(result.size, {})[result.engine] = result
     head = ["# Vector store at scale", "", *(f"- {line}" for line in record["runs"]), "",
             record["settings"], ""]
@@ -319,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local-max", type=int, default=20_000,
                         help="largest size run in qdrant-client local mode (default: 20000)")
     parser.add_argument("--queries", type=int, default=200, help=f"queries per size (default: 200; {WARM_UP} more warm up)")
+    parser.add_argument("--hnsw-ef", type=int, nargs="*", default=[],
+                        help="query-time HNSW beam widths to measure on Edge's built index too (dense p50/p99, recall)")
     parser.add_argument("--batch", type=int, default=256, help="points per upsert (default: 256)")
     parser.add_argument("--dimension", type=int, default=DIMENSION, help=f"dense width (default: {DIMENSION})")
     parser.add_argument("--seed", type=int, default=0)

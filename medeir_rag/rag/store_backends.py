@@ -92,6 +92,7 @@ class VectorQuery:
     filter: Any = None
     with_payload: bool = False
     exact: bool = False
+    hnsw_ef: int | None = None  # HNSW beam width at query time (None: the engine's default, ef_construct)
 
 
 @dataclass
@@ -586,7 +587,8 @@ class EdgeBackend(StoreBackend):
         return edge.QueryRequest(
             query=edge.Query.Nearest(vector, using=query.using), limit=int(query.limit),
             filter=self.convert_filter(query.filter), with_payload=query.with_payload,
-            params=edge.SearchParams(exact=True) if query.exact else None,
+            params=edge.SearchParams(hnsw_ef=query.hnsw_ef, exact=query.exact)
+            if query.exact or query.hnsw_ef else None,
         )
 
     def query(self, collection: str, requests: Sequence[VectorQuery]) -> list[list[Record]]:
@@ -916,7 +918,8 @@ class ServerBackend(StoreBackend):
                 vector = models.SparseVector(indices=indices, values=values)
             built.append(models.QueryRequest(
                 query=vector, using=r.using, limit=int(r.limit), filter=self.convert_filter(r.filter),
-                with_payload=r.with_payload, params=models.SearchParams(exact=True) if r.exact else None,
+                with_payload=r.with_payload,
+                params=models.SearchParams(hnsw_ef=r.hnsw_ef, exact=r.exact) if r.exact or r.hnsw_ef else None,
             ))
         responses = self.client.query_batch_points(collection, requests=built)
         return [[Record(id=str(p.id), score=float(p.score), payload=p.payload) for p in response.points]

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import logging
 import shutil
+import warnings
 
 import pytest
 import torch
 
+from medeir_rag.errors import InvalidArgumentError
 from medeir_rag.inference.encoder import MedeirEncoder
 from medeir_rag.rag.documents import SourceDocument, read_sample_corpus
 from medeir_rag.rag.store import (
@@ -159,6 +161,25 @@ def test_search_modes_find_exact_text(encoder, corpus, engine):
         hits = store.search("asthma inhaler", top_k=5, mode="hybrid")
         assert len(hits) == 5 and len({h.id for h in hits}) == 5
         assert hits[0].score >= hits[-1].score
+
+
+def test_hnsw_ef_reaches_the_engine_and_keeps_the_results(encoder, corpus, tmp_path, engine):
+    """A query-time beam width (``hnsw_ef``) on an optimised collection: same hits as the
+    default on this small collection, on both engines; a bad value names the argument."""
+    with open_store(encoder, engine, tmp_path / "q") as store:
+        store.index(corpus, show_progress=False)  # optimised when indexing ends
+    query = "inhaled corticosteroids for asthma"
+    found = {}
+    for ef in (None, 8, 512):
+        with MedeirVectorStore(encoder, path=tmp_path / "q", engine=engine, hnsw_ef=ef) as store:
+            assert store.hnsw_ef == ef
+            with warnings.catch_warnings():  # local mode: "search_params has no effect" (it is exact)
+                warnings.simplefilter("ignore", UserWarning)
+                found[ef] = {mode: [h.id for h in store.search(query, top_k=5, mode=mode)]
+                             for mode in ("dense", "hybrid")}
+    assert found[8] == found[None] == found[512]
+    with pytest.raises(InvalidArgumentError, match="hnsw_ef"):
+        MedeirVectorStore(encoder, path=tmp_path / "other", engine=engine, hnsw_ef=0)
 
 
 def test_hybrid_is_the_convex_combination_of_both_sides(encoder, corpus, tmp_path, engine):
