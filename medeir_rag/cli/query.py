@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="chunks retrieved before reranking, and by each side before hybrid fusion "
         f"(default: max(4 * top-k, 20) with --rerank, else {HYBRID_CANDIDATES} per side)",
     )
+    parser.add_argument(
+        "--hnsw-ef", type=int, default=None, metavar="N",
+        help="HNSW beam width of the dense search (default: the engine's, 100); larger buys recall on "
+        "collections of millions of chunks for some latency",
+    )
     parser.add_argument("--snippet-chars", type=int, default=240, help="characters of each chunk to print (default: 240)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     add_store_arguments(parser)
@@ -65,6 +70,8 @@ def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.top_k <= 0:
         return _fail(f"--top-k must be > 0, got {args.top_k}")
+    if args.hnsw_ef is not None and args.hnsw_ef <= 0:
+        return _fail(f"--hnsw-ef must be > 0, got {args.hnsw_ef}")
     if args.candidates is not None and args.candidates < args.top_k:
         return _fail(f"--candidates ({args.candidates}) must be at least --top-k ({args.top_k})")
     if not args.query.strip():
@@ -93,7 +100,7 @@ def _run(argv: Sequence[str] | None) -> int:
                 return _fail(str(no_bundled_reranker("--reranker PATH, a CrossEncoder folder")))
             reranker = MedeirReranker(None if args.rerank == BUNDLED else args.rerank, device=args.device)
         encoder = MedeirEncoder(model_dir, device=args.device)
-        store = MedeirVectorStore(encoder, collection=args.collection, backend=backend)
+        store = MedeirVectorStore(encoder, collection=args.collection, backend=backend, hnsw_ef=args.hnsw_ef)
         hits = store.search(args.query, top_k=args.top_k, mode=args.mode, candidates=args.candidates,
                             reranker=reranker, rerank_top_k=args.candidates)
     finally:

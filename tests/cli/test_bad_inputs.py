@@ -240,6 +240,19 @@ def test_qdrant_server_that_does_not_answer(no_model_load, tiny_model_dir, capsy
     assert f"cannot use the Qdrant server at {url}" in one_error_line(capsys.readouterr().err, "medeir query")
 
 
+def test_query_hnsw_ef_is_checked_before_the_model(no_model_load, tiny_model_dir, qdrant, capsys):
+    assert querying.main(["diabetes", *query_args(tiny_model_dir, qdrant), "--hnsw-ef", "0"]) == 1
+    assert "--hnsw-ef must be > 0, got 0" in one_error_line(capsys.readouterr().err, "medeir query")
+
+
+def test_query_with_hnsw_ef_finds_what_the_default_finds(tiny_model_dir, qdrant, capsys):
+    found = []
+    for extra in ([], ["--hnsw-ef", "256"]):
+        assert querying.main(["metformin glucose", "--json", *query_args(tiny_model_dir, qdrant), *extra]) == 0
+        found.append([r["doc_id"] for r in json.loads(capsys.readouterr().out)["results"]])
+    assert found[0] == found[1] and found[0]
+
+
 def test_query_of_a_missing_collection_fails_before_the_model(no_model_load, tiny_model_dir, qdrant, tmp_path, capsys):
     missing = tmp_path / "never-indexed"
     assert querying.main(["diabetes", *query_args(tiny_model_dir, missing)]) == 1
