@@ -766,6 +766,7 @@ class ServerBackend(StoreBackend):
         # local mode ignores payload indexes (and warns); a server builds them
         local = type(getattr(client, "_client", None)).__name__ == "QdrantLocal"
         self.supports_payload_indexes = not local
+        self.searches_exactly = local  # local mode is brute force: a beam width means nothing (and it warns)
         # local mode keeps points in numpy arrays that an upsert resizes under a running search
         # ("operands could not be broadcast together"): its calls are made one at a time
         self.client = _OneCallAtATime(client) if local else client
@@ -919,11 +920,17 @@ class ServerBackend(StoreBackend):
             built.append(models.QueryRequest(
                 query=vector, using=r.using, limit=int(r.limit), filter=self.convert_filter(r.filter),
                 with_payload=r.with_payload,
-                params=models.SearchParams(hnsw_ef=r.hnsw_ef, exact=r.exact) if r.exact or r.hnsw_ef else None,
+                params=self._search_params(r),
             ))
         responses = self.client.query_batch_points(collection, requests=built)
         return [[Record(id=str(p.id), score=float(p.score), payload=p.payload) for p in response.points]
                 for response in responses]
+
+    def _search_params(self, request: VectorQuery) -> Any:
+        from qdrant_client import models
+
+        hnsw_ef = None if self.searches_exactly else request.hnsw_ef
+        return models.SearchParams(hnsw_ef=hnsw_ef, exact=request.exact) if request.exact or hnsw_ef else None
 
     def count(self, collection: str) -> int:
         return int(self.client.count(collection, exact=True).count)

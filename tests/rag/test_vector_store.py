@@ -173,8 +173,8 @@ def test_hnsw_ef_reaches_the_engine_and_keeps_the_results(encoder, corpus, tmp_p
     for ef in (None, 8, 512):
         with MedeirVectorStore(encoder, path=tmp_path / "q", engine=engine, hnsw_ef=ef) as store:
             assert store.hnsw_ef == ef
-            with warnings.catch_warnings():  # local mode: "search_params has no effect" (it is exact)
-                warnings.simplefilter("ignore", UserWarning)
+            with warnings.catch_warnings():  # local mode is exact: it must not be sent a beam width it warns about
+                warnings.simplefilter("error", UserWarning)
                 found[ef] = {mode: [h.id for h in store.search(query, top_k=5, mode=mode)]
                              for mode in ("dense", "hybrid")}
     assert found[8] == found[None] == found[512]
