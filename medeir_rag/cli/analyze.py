@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from contextlib import redirect_stdout
 from pathlib import Path
 
-from medeir_rag.eval.embedding_cache import DEFAULT_CACHE_DIR
 from medeir_rag.cli import settings_from
+from medeir_rag.eval.embedding_cache import DEFAULT_CACHE_DIR
 from medeir_rag.eval.embedding_space import DEFAULT_OUTPUT_DIR, AnalyzeSettings, analyze
 
 

@@ -13,7 +13,13 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 from medeir_rag.cli import settings_from
-from medeir_rag.eval.benchmark import DEFAULT_OUTPUT_DIR, EvaluateSettings, evaluate, markdown_report, table_json
+from medeir_rag.eval.benchmark import (
+    DEFAULT_OUTPUT_DIR,
+    EvaluateSettings,
+    evaluate,
+    markdown_report,
+    table_json,
+)
 from medeir_rag.eval.embedding_cache import DEFAULT_CACHE_DIR
 from medeir_rag.inference.encode import DEFAULT_BATCH_TOKENS
 from medeir_rag.rag.fusion import HYBRID_CANDIDATES, RRF_K

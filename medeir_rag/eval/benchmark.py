@@ -22,6 +22,7 @@ import numpy as np
 from medeir_rag.eval.beir import BeirDataset, default_folders, load_beir, sha256_file
 from medeir_rag.eval.embedding_cache import DEFAULT_CACHE_DIR, EmbeddingCache, weights_sha256
 from medeir_rag.eval.metrics import K_VALUES, METRIC_LABELS, REPORTED_METRICS, Run, score_run
+from medeir_rag.inference.encode import DEFAULT_BATCH_TOKENS
 from medeir_rag.rag.fusion import (
     HYBRID_CANDIDATES,
     RRF_K,
@@ -29,7 +30,6 @@ from medeir_rag.rag.fusion import (
     load_hybrid_weights,
     reciprocal_rank_fusion,
 )
-from medeir_rag.inference.encode import DEFAULT_BATCH_TOKENS
 from medeir_rag.runtime import default_device, seed_everything
 
 if TYPE_CHECKING:

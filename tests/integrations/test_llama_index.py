@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import numpy as np
 import pytest
@@ -31,6 +32,7 @@ from medeir_rag.integrations.llama_index import (
     medeir_qdrant_vector_store,
     medeir_sparse_doc_fn,
 )
+from medeir_rag.model.files import bundled_model_path
 from medeir_rag.rag.chunking import chunk_text, count_tokens
 from medeir_rag.rag.documents import SourceDocument, read_sample_corpus
 from medeir_rag.rag.fusion import convex_combination
@@ -323,4 +325,5 @@ def test_hybrid_store_sets_idf_on_an_existing_collection_and_refuses_its_own_opt
     assert len(indices[0]) == len(values[0]) > 0 and indices[1] == values[1] == []
     _one_line_error(InvalidArgumentError, lambda: doc_fn("gout"), r"pass medeir_sparse_doc_fn\(model_name\)")
     assert medeir_hybrid_fusion_fn(model).alpha == 0.5 and medeir_hybrid_fusion_fn(alpha=0.3).alpha == 0.3
-    assert medeir_hybrid_fusion_fn().alpha == 0.6  # the bundled model's hybrid.json
+    bundled = json.loads((bundled_model_path() / "hybrid.json").read_text())["alpha"]
+    assert medeir_hybrid_fusion_fn().alpha == bundled  # the bundled model's own hybrid.json
