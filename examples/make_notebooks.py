@@ -9,7 +9,8 @@ results as a table and a plot.
 
 The notebooks are then executed in place (nbclient, a kernel of this Python, working folder
 ``examples/``, the environment of ``KERNEL_ENV``), so they are committed with their outputs.
-``MEDEIR_NOTEBOOK_LIMIT`` sets how many records they read. ``--no-execute`` only writes the
+Machine paths in the outputs (site-packages, the shared data folder, the repository) are
+written relative before saving. ``MEDEIR_NOTEBOOK_LIMIT`` sets how many records they read. ``--no-execute`` only writes the
 cells; ``--check`` only checks that every notebook's cells (not its outputs) match its script.
 """
 
@@ -20,6 +21,7 @@ import ast
 import json
 import os
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -194,6 +196,37 @@ def execute(notebook: dict, cwd: Path, env: dict[str, str] | None = None, timeou
     return json.loads(nbformat.writes(nb))
 
 
+def machine_paths() -> list[tuple[str, str]]:
+    """This machine's absolute paths and what committed outputs say instead, most specific first:
+    site-packages, the shared data folder beside the repository, the repository itself."""
+    repo = EXAMPLES_DIR.parent
+    return [(sysconfig.get_paths()["purelib"], "<site-packages>"),
+            (str(repo.parent / "shared"), "../shared"),
+            (str(repo), ".")]
+
+
+def scrub_paths(notebook: dict, paths: list[tuple[str, str]] | None = None) -> dict:
+    """The notebook with this machine's paths replaced in its text outputs, so that what is
+    committed names no folder of the machine that ran it (file names may be patient data)."""
+    paths = machine_paths() if paths is None else paths
+
+    def scrub(text: str | list[str]) -> str | list[str]:  # nbformat stores text as a string or a list of lines
+        if isinstance(text, list):
+            return [scrub(line) for line in text]
+        for absolute, shown in paths:
+            text = text.replace(absolute, shown)
+        return text
+
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            if "text" in output:
+                output["text"] = scrub(output["text"])
+            data = output.get("data", {})
+            for kind in [k for k in data if k.startswith("text/")]:
+                data[kind] = scrub(data[kind])
+    return notebook
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check that the notebooks' cells match the scripts")
@@ -212,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if not args.no_execute:
             print(f"running {target.name} ...", flush=True)
-            notebook = execute(notebook, EXAMPLES_DIR)
+            notebook = scrub_paths(execute(notebook, EXAMPLES_DIR))
         target.write_text(render(notebook), encoding="utf-8")
         print(f"wrote {target}")
     if stale:

@@ -118,3 +118,18 @@ def test_notebooks_are_committed_with_their_outputs(name):
     tables = ["".join(o["data"]["text/markdown"]) for o in outputs if "text/markdown" in o.get("data", {})]
     assert any("|---" in table for table in tables)
     assert all("Traceback" not in "".join(o.get("text", "")) for o in outputs)
+
+
+@pytest.mark.parametrize("name", ["llamaindex_pubmed.ipynb", "haystack_pubmed_qa.ipynb", "train_tiny_model.ipynb"])
+def test_committed_outputs_name_no_folder_of_the_machine_that_ran_them(name):
+    make = load("make_notebooks.py")
+    outputs = json.dumps([cell.get("outputs", []) for cell in json.loads((EXAMPLES / name).read_text())["cells"]])
+    for absolute, _ in make["machine_paths"]():
+        assert absolute not in outputs
+    notebook = {"cells": [{"outputs": [
+        {"output_type": "stream", "text": ["read /data/repo/../shared/x and /venv/site/pkg\n", "/data/repo/runs\n"]},
+        {"output_type": "display_data", "data": {"text/plain": "/data/repo/a", "image/png": "/data/repo/b"}}]}]}
+    scrubbed = make["scrub_paths"](notebook, [("/venv/site", "<site-packages>"), ("/data/repo", ".")])
+    stream, display = scrubbed["cells"][0]["outputs"]
+    assert stream["text"] == ["read ./../shared/x and <site-packages>/pkg\n", "./runs\n"]
+    assert display["data"] == {"text/plain": "./a", "image/png": "/data/repo/b"}  # images are not text
