@@ -27,7 +27,7 @@ Usage (from the project root, beside ../shared)::
     python benchmarks/encode_throughput.py --model DIR --reranker DIR --json out.json
     nice -n 19 python benchmarks/encode_throughput.py --preset tiny --docs 16 --pairs 16 \\
         --latency-queries 10 --repeats 1 --long-tokens 1024 --gemm-size 256   # a quick check that every row runs
-    python benchmarks/encode_throughput.py --model DIR --long-only --long-tokens 2048 4096 8192 \
+    python benchmarks/encode_throughput.py --model DIR --long-only --long-tokens 2048 4096 8192 \\
         --long-settings fp32 bf16 int8 onnx-fp32 onnx-int8             # memory and time against length only
 
 Without ``--model``/``--reranker`` the benchmark builds the ``small`` preset (6 layers, 384
@@ -51,6 +51,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from operator import itemgetter
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -411,14 +412,10 @@ def markdown(report: dict) -> str:
     ]
     if "throughput" in report:
         lines += _throughput_tables(report, peaks)
-    lines += ["", "| one long document | tokens | seconds | peak RSS (MB) | RSS before encode (MB) |",
-              "|---|---:|---:|---:|---:|"]
-    for r in report["long_documents"]:
-        if "skipped" in r:
-            lines.append(f"| medeir {r['setting']} | skipped: {r['skipped']} | | | |")
-            continue
-        lines.append(f"| medeir {r['setting']} | {r['tokens']:,} | {r['seconds']:.2f} | {r['peak_rss_mb']:,.0f} "
-                     f"| {r['rss_before_encode_mb']:,.0f} |")
+    lines += _table(["one long document", "tokens", "seconds", "peak RSS (MB)", "RSS before encode (MB)"],
+                    report["long_documents"], lambda r: f"medeir {r['setting']}",
+                    lambda r: [f"{r['tokens']:,}", f"{r['seconds']:.2f}", f"{r['peak_rss_mb']:,.0f}",
+                               f"{r['rss_before_encode_mb']:,.0f}"])
     lines += ["", f"ONNX export time (s): {report['onnx_export_seconds']}"]
     return "\n".join(lines)
 
@@ -431,32 +428,30 @@ def _throughput_tables(report: dict, peaks: dict) -> list[str]:
         "|---|---:|---:|---:|",
         f"| GFLOP/s (int8: GOP/s) | {_fmt(peaks['fp32'], '.0f')} | {_fmt(peaks['bf16'], '.0f')} "
         f"| {_fmt(peaks['int8'], '.0f')} |",
-        "",
-        "| encoder | docs/s | tokens/s | vs medeir fp32 | cosine to fp32 | GFLOP/s | share of peak |",
-        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in report["throughput"]:
-        if "skipped" in r:
-            lines.append(f"| {r['row']} | skipped: {r['skipped']} | | | | | |")
-            continue
-        lines.append(
-            f"| {r['row']} | {r['docs_per_second']:.1f} | {r['tokens_per_second']:,.0f} | {_fmt(r['vs_medeir_fp32'], '.2f')}x "
-            f"| {_fmt(r['cosine_to_fp32'], '.4f')} | {r['gflops_per_second']:.1f} "
-            f"| {_fmt(None if r['fraction_of_peak'] is None else 100 * r['fraction_of_peak'], '.1f')}% ({r['peak']}) |"
-        )
-    lines += ["", "| reranker | pairs/s | vs fp32 | max abs logit difference to fp32 |", "|---|---:|---:|---:|"]
-    for r in report["reranker"]:
-        if "skipped" in r:
-            lines.append(f"| {r['row']} | skipped: {r['skipped']} | | |")
-            continue
-        lines.append(f"| {r['row']} | {r['pairs_per_second']:.1f} | {_fmt(r.get('vs_fp32'), '.2f')}x "
-                     f"| {_fmt(r['max_abs_logit_difference'], '.2e')} |")
-    lines += ["", "| one short query | p50 ms | p99 ms |", "|---|---:|---:|"]
-    for r in report["latency"]:
-        if "skipped" in r:
-            lines.append(f"| {r['row']} | skipped: {r['skipped']} | |")
-            continue
-        lines.append(f"| {r['row']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |")
+    row = itemgetter("row")
+    lines += _table(["encoder", "docs/s", "tokens/s", "vs medeir fp32", "cosine to fp32", "GFLOP/s", "share of peak"],
+                    report["throughput"], row,
+                    lambda r: [f"{r['docs_per_second']:.1f}", f"{r['tokens_per_second']:,.0f}",
+                               f"{_fmt(r['vs_medeir_fp32'], '.2f')}x", _fmt(r["cosine_to_fp32"], ".4f"),
+                               f"{r['gflops_per_second']:.1f}",
+                               f"{_fmt(None if r['fraction_of_peak'] is None else 100 * r['fraction_of_peak'], '.1f')}% "
+                               f"({r['peak']})"])
+    lines += _table(["reranker", "pairs/s", "vs fp32", "max abs logit difference to fp32"], report["reranker"], row,
+                    lambda r: [f"{r['pairs_per_second']:.1f}", f"{_fmt(r.get('vs_fp32'), '.2f')}x",
+                               _fmt(r["max_abs_logit_difference"], ".2e")])
+    lines += _table(["one short query", "p50 ms", "p99 ms"], report["latency"], row,
+                    lambda r: [f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}"])
+    return lines
+
+
+def _table(header: list[str], rows: list[dict], label: Callable[[dict], str],
+           cells: Callable[[dict], list[str]]) -> list[str]:
+    """One Markdown table after a blank line: a row per result, or its ``skipped`` reason."""
+    lines = ["", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for r in rows:
+        values = [f"skipped: {r['skipped']}"] + [""] * (len(header) - 2) if "skipped" in r else cells(r)
+        lines.append("| " + " | ".join([label(r), *values]) + " |")
     return lines
 
 
