@@ -47,10 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings = settings_from(AnalyzeSettings, args)
     if not args.json:
-        return analyze(settings_from(AnalyzeSettings, args), argv)[0]
+        return analyze(settings, argv)[0]
     with redirect_stdout(sys.stderr):  # stdout carries the one JSON object
-        status, table = analyze(settings_from(AnalyzeSettings, args), argv)
+        status, table = analyze(settings, argv)
     if table is not None:
         print(json.dumps({"models": table, "analysis_json": str(args.output_dir / "analysis.json")}))
     return status

@@ -70,7 +70,7 @@ def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.top_k <= 0:
         return _fail(f"--top-k must be > 0, got {args.top_k}")
-    if args.hnsw_ef is not None and args.hnsw_ef <= 0:
+    if args.hnsw_ef <= 0:
         return _fail(f"--hnsw-ef must be > 0, got {args.hnsw_ef}")
     if args.candidates is not None and args.candidates < args.top_k:
         return _fail(f"--candidates ({args.candidates}) must be at least --top-k ({args.top_k})")
