@@ -180,6 +180,32 @@ def test_distill_losses_fall_and_the_output_is_a_sentence_transformer(setup, voc
     assert model.encode(["asthma"]).shape == (1, 64)
 
 
+def test_growing_a_distilled_encoder_keeps_its_embeddings(setup, vocab_run, tmp_path):
+    source_dir = tmp_path / "source"
+    assert distill.main(distill_args(setup, vocab_run, source_dir, "--max-steps", "6")) == 0
+    source, tokenizer, _ = distill.build_student(load_config("distill", "tiny", [f"init={source_dir / 'final'}"]))
+    depth = source.config.num_hidden_layers
+    grown, _, how = distill.build_student(
+        load_config("distill", "tiny", [f"init={source_dir / 'final'}", f"model.num_hidden_layers={depth + 2}"])
+    )
+    assert f"grown from {depth} to {depth + 2} blocks" in how
+    assert grown.config.num_hidden_layers == depth + 2
+    batch = distill.tokenize(tokenizer, ["query: what causes asthma ?", "passage: glaucoma damages the eyes ."],
+                             48, torch.device("cpu"))
+    source.eval(), grown.eval()
+    with torch.no_grad():
+        before = distill.mean_pool(source(**batch).last_hidden_state, batch["attention_mask"])
+        after = distill.mean_pool(grown(**batch).last_hidden_state, batch["attention_mask"])
+    assert torch.allclose(before, after, atol=1e-6)
+    # each copy sits after the block it copies, with only its residual outputs zeroed (2 -> 4: blocks 1 and 3)
+    zeroed = [i for i, layer in enumerate(grown.layers) if not layer.mlp.wo.weight.any()]
+    assert zeroed == [1, 3]
+    assert torch.equal(grown.layers[1].attention.qkv.weight, grown.layers[0].attention.qkv.weight)
+    with pytest.raises(ValueError, match="model.num_hidden_layers=1: cannot shrink"):
+        distill.build_student(load_config("distill", "tiny", [f"init={source_dir / 'final'}",
+                                                              "model.num_hidden_layers=1"]))
+
+
 def test_distill_resume_is_exact(setup, vocab_run, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     steps = ["--max-steps", "12", "--set", "train.checkpoint_every=4"]
