@@ -22,6 +22,7 @@ from medeir_rag.eval.benchmark import (
 )
 from medeir_rag.eval.embedding_cache import DEFAULT_CACHE_DIR
 from medeir_rag.inference.encode import DEFAULT_BATCH_TOKENS
+from medeir_rag.inference.precision import DEFAULT_PRECISION, PRECISIONS
 from medeir_rag.rag.fusion import HYBRID_CANDIDATES, RRF_K
 
 
@@ -58,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--truncate-dim", type=int, default=None, help="Matryoshka dimension for our model")
     parser.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS,
                         help=f"padded tokens per forward pass (our model; default {DEFAULT_BATCH_TOKENS})")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16", "int8"), default="fp32",
-                        help="our model's inference precision (default fp32; see medeir_rag.inference.precision)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                        help="our model's inference precision (default auto: bf16 where the hardware runs it "
+                             "natively, else fp32, as MedeirEncoder; see medeir_rag.inference.precision)")
     parser.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                         help="our model's runtime (default torch; onnx needs `medeir export --onnx` first)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")

@@ -58,20 +58,21 @@ def load_medeir(
     device: str | None = None,
     truncate_dim: int | None = None,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
-    precision: str = "fp32",
+    precision: str = "auto",
     backend: str = "torch",
 ) -> DenseModel:
     """Our model (``None`` = the bundled default) through ``MedeirEncoder``.
 
-    ``precision``/``backend`` other than ``fp32``/``torch`` go into ``settings`` (and so into
-    the embedding-cache key and the results file); the defaults add nothing, so embeddings
-    cached before these options existed stay valid.
+    The precision the encoder resolved (``"auto"`` is bf16 or fp32 by machine) and the
+    backend go into ``settings`` (and so into the embedding-cache key and the results file)
+    when they are not ``fp32``/``torch``; those add nothing, so embeddings cached before
+    these options existed stay valid.
     """
     from medeir_rag.inference.encoder import MedeirEncoder
 
     encoder = MedeirEncoder(path, device=device, truncate_dim=truncate_dim, batch_tokens=batch_tokens,
                             precision=precision, backend=backend)
-    runtime = {k: v for k, v in (("precision", precision), ("backend", backend)) if v not in ("fp32", "torch")}
+    runtime = {k: v for k, v in (("precision", encoder.precision), ("backend", backend)) if v not in ("fp32", "torch")}
     return DenseModel(
         name=f"medeir ({encoder.path.name})",
         path=encoder.path,

@@ -91,7 +91,7 @@ class EvaluateSettings:
     stem: str = "auto"                                   # auto | yes | no (Snowball stemming for word BM25)
     truncate_dim: int | None = None
     batch_tokens: int = DEFAULT_BATCH_TOKENS
-    precision: str = "fp32"
+    precision: str = "auto"
     backend: str = "torch"
     device: str | None = None                            # None: cuda when available
     output_dir: Path = DEFAULT_OUTPUT_DIR

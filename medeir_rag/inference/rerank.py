@@ -52,7 +52,8 @@ class MedeirReranker:
         device: ``"cpu"``, ``"cuda"``, ...; defaults to CUDA when available (checked before
             the model loads), but to the CPU for ``int8`` and for ``onnx`` without onnxruntime-gpu.
         max_length: pair window in tokens; defaults to the one saved with the model.
-        precision: ``"fp32"`` (default), ``"bf16"``, ``"fp16"`` or ``"int8"``.
+        precision: ``"fp32"`` (default: no reranker's bf16 quality has been measured yet),
+            ``"auto"`` (bf16 where native, as the embedders), ``"bf16"``, ``"fp16"`` or ``"int8"``.
         backend: ``"torch"`` (default) or ``"onnx"``.
         onnx_path: an ``.onnx`` file or a folder with the exported files (``backend="onnx"``;
             default ``<model>/onnx``).
@@ -79,6 +80,7 @@ class MedeirReranker:
             check_options,
             default_device_for,
             quantize_int8,
+            resolve_precision,
         )
         from medeir_rag.model.loading import quiet_loading
 
@@ -89,6 +91,7 @@ class MedeirReranker:
         if bundled_reranker_missing(model_name_or_path):
             raise no_bundled_reranker("model_name_or_path=<path to a CrossEncoder folder>")
         resolved = resolve_device(device) if device is not None else default_device_for(self.precision, backend)
+        self.precision = resolve_precision(self.precision, backend, resolved)
         check_device(self.precision, backend, resolved)
         self.device = str(resolved)
         self.path: Path = resolve_model_path(model_name_or_path, default=DEFAULT_RERANKER_NAME)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import threading
 
-from medeir_rag.inference.encoder import MedeirEncoder
-from medeir_rag.inference.precision import check_options, default_device_for
+from medeir_rag.inference.encoder import MedeirEncoder, resolve_device
+from medeir_rag.inference.precision import DEFAULT_PRECISION, check_options, default_device_for, resolve_precision
 from medeir_rag.inference.rerank import MedeirReranker, bundled_reranker_missing, no_bundled_reranker
 from medeir_rag.model.files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME, resolve_model_path
 from medeir_rag.rag.chunking import TokenWindow, load_token_window
@@ -32,13 +32,20 @@ def _device(device: str | None, precision: str, backend: str) -> str:
     return device or str(default_device_for(precision, backend))
 
 
+def _precision(precision: str, backend: str, device: str) -> str:
+    """The concrete precision, so ``"auto"`` and what it means here share one cached model."""
+    return resolve_precision(check_options(precision, backend), backend, resolve_device(device))
+
+
 def get_encoder(
-    model: str | os.PathLike[str] | None, device: str | None = None, *, precision: str = "fp32",
+    model: str | os.PathLike[str] | None, device: str | None = None, *, precision: str = DEFAULT_PRECISION,
     backend: str = "torch",
 ) -> MedeirEncoder:
     """A shared ``MedeirEncoder`` for ``(model, device, precision, backend)``; ``None`` is the bundled model."""
     check_options(precision, backend)
-    key = (_key(model, DEFAULT_MODEL_NAME), _device(device, precision, backend), precision, backend)
+    device = _device(device, precision, backend)
+    precision = _precision(precision, backend, device)
+    key = (_key(model, DEFAULT_MODEL_NAME), device, precision, backend)
     with _lock:
         if key not in _encoders:
             _encoders[key] = MedeirEncoder(key[0], device=key[1], precision=precision, backend=backend)
@@ -57,7 +64,9 @@ def get_reranker(
     check_options(precision, backend, owner="MedeirReranker")
     if bundled_reranker_missing(model):
         raise no_bundled_reranker("model=<path to a CrossEncoder folder>")
-    key = (_key(model, DEFAULT_RERANKER_NAME), _device(device, precision, backend), max_length, precision, backend)
+    device = _device(device, precision, backend)
+    precision = _precision(precision, backend, device)
+    key = (_key(model, DEFAULT_RERANKER_NAME), device, max_length, precision, backend)
     with _lock:
         if key not in _rerankers:
             _rerankers[key] = MedeirReranker(

@@ -34,7 +34,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 
 from medeir_rag.errors import InvalidArgumentError, check_text
 from medeir_rag.inference.encode import OVERLONG_POLICIES, check_truncate_dim, encode
-from medeir_rag.inference.precision import check_options
+from medeir_rag.inference.precision import DEFAULT_PRECISION, check_options
 from medeir_rag.integrations._shared import get_encoder, get_reranker, get_token_window
 from medeir_rag.model.files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME, resolve_model_path
 from medeir_rag.rag.chunking import (
@@ -82,8 +82,10 @@ class MedeirEmbedding(BaseEmbedding):
         device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
         show_progress_bar: progress bar inside each call.
         truncate_dim: Matryoshka dimension.
-        precision: ``"fp32"`` (default), ``"bf16"``, ``"fp16"`` (GPUs) or ``"int8"`` (see
-            ``medeir_rag.inference.precision``).
+        precision: ``"auto"`` (default: bf16 where the hardware runs it natively, else fp32),
+            ``"fp32"``, ``"bf16"``, ``"fp16"`` (GPUs) or ``"int8"`` (see
+            ``medeir_rag.inference.precision``); stored as given, so a saved pipeline resolves
+            ``"auto"`` again on the machine that loads it.
         backend: ``"torch"`` (default) or ``"onnx"`` (the model folder's ``onnx/`` export,
             written by ``medeir export --onnx``).
         dtype: deprecated spelling of ``precision`` (``"float32"``, ``"float16"``, ``"bfloat16"``);
@@ -98,7 +100,7 @@ class MedeirEmbedding(BaseEmbedding):
     normalize: bool = Field(default=True, description="L2-normalise embeddings.")
     truncate_dim: int | None = Field(default=None, gt=0, description="Matryoshka dimension.")
     device: str = Field(default="cpu", description="Torch device.")
-    precision: str = Field(default="fp32", description="fp32, bf16, fp16 or int8.")
+    precision: str = Field(default=DEFAULT_PRECISION, description="auto, fp32, bf16, fp16 or int8.")
     backend: str = Field(default="torch", description="torch or onnx.")
     dtype: str | None = Field(default=None, description="Deprecated: use precision.")
     show_progress_bar: bool = Field(default=False, description="Show a progress bar.")
@@ -121,7 +123,7 @@ class MedeirEmbedding(BaseEmbedding):
         truncate_dim: int | None = None,
         dtype: str | None = None,
         overlong: str = "truncate",
-        precision: str = "fp32",
+        precision: str = DEFAULT_PRECISION,
         backend: str = "torch",
         **kwargs: Any,
     ) -> None:

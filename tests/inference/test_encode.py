@@ -22,7 +22,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def encoder(tiny_model_dir) -> MedeirEncoder:
-    return MedeirEncoder(tiny_model_dir, device="cpu")
+    return MedeirEncoder(tiny_model_dir, device="cpu", precision="fp32")
 
 
 def test_shapes_norms_and_single_string(encoder):
@@ -100,7 +100,7 @@ def test_bad_input_is_a_clear_type_error(encoder, bad, message):
 
 @pytest.fixture()
 def short_window_encoder(tiny_model_dir) -> MedeirEncoder:
-    encoder = MedeirEncoder(tiny_model_dir, device="cpu")
+    encoder = MedeirEncoder(tiny_model_dir, device="cpu", precision="fp32")
     encoder.max_length = 12
     return encoder
 

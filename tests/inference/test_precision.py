@@ -27,7 +27,7 @@ def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def fp32(tiny_model_dir) -> np.ndarray:
-    encoder = MedeirEncoder(tiny_model_dir, device="cpu")
+    encoder = MedeirEncoder(tiny_model_dir, device="cpu", precision="fp32")
     assert encoder.count_tokens(TEXTS[-1]) > 512
     return encoder.encode_document(TEXTS)
 
@@ -62,7 +62,9 @@ def test_deprecated_dtype_maps_to_precision(tiny_model_dir, fp32):
     assert encoder.precision == "fp32"
     np.testing.assert_allclose(encoder.encode_document(TEXTS), fp32, atol=1e-6)
     with pytest.warns(DeprecationWarning, match="precision='bf16'"):
-        assert check_options("fp32", "torch", dtype="bfloat16") == "bf16"
+        assert check_options("auto", "torch", dtype="bfloat16") == "bf16"
+    with pytest.raises(InvalidArgumentError, match="dtype='bfloat16' and precision='fp32' disagree"):
+        check_options("fp32", "torch", dtype="bfloat16")
     with pytest.raises(InvalidArgumentError, match="dtype='float16' and precision='int8' disagree"):
         MedeirEncoder(tiny_model_dir, device="cpu", dtype="float16", precision="int8")
 
@@ -70,7 +72,7 @@ def test_deprecated_dtype_maps_to_precision(tiny_model_dir, fp32):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"precision": "int4"}, r"precision must be one of \('fp32', 'bf16', 'fp16', 'int8'\), got 'int4'"),
+        ({"precision": "int4"}, r"precision must be one of \('auto', 'fp32', 'bf16', 'fp16', 'int8'\), got 'int4'"),
         ({"precision": "FP32"}, "precision must be one of"),
         ({"backend": "tensorrt"}, r"backend must be one of \('torch', 'onnx'\), got 'tensorrt'"),
         ({"backend": "onnx", "precision": "bf16"}, "precision='bf16' is not available with backend='onnx'"),
@@ -85,6 +87,36 @@ def test_unknown_options_name_the_argument_before_loading(kwargs, message):
     if "dtype" not in kwargs:  # the reranker never had a dtype argument
         with pytest.raises(InvalidArgumentError, match=message):
             MedeirReranker("no/such/model", device="cpu", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("device", "bf16", "native", "backend", "expected"),
+    [
+        ("cpu", None, True, "torch", "bf16"),       # AVX512-BF16 or AMX: bf16, measured equal in nDCG@10
+        ("cpu", None, False, "torch", "fp32"),      # oneDNN would emulate bf16, slower than fp32
+        ("cpu", "no oneDNN", False, "torch", "fp32"),
+        ("cpu", None, True, "onnx", "fp32"),        # the exported fp32 graph
+        ("cuda", None, False, "torch", "bf16"),     # a GPU with bf16 (the CPU probe does not apply)
+        ("cuda", "no bf16 on this GPU", False, "torch", "fp32"),
+    ],
+)
+def test_auto_is_bf16_only_where_the_hardware_runs_it_natively(monkeypatch, device, bf16, native, backend, expected):
+    import medeir_rag.inference.precision as precision
+
+    monkeypatch.setattr(precision, "bf16_unsupported_reason", lambda _: bf16)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert precision.resolve_precision("auto", backend, torch.device(device)) == expected
+    assert precision.resolve_precision("int8", backend, torch.device(device)) == "int8"  # explicit names stay
+
+
+def test_the_default_is_auto_resolved_on_this_machine(tiny_model_dir, fp32):
+    from medeir_rag.inference.precision import native_bf16_reason
+
+    encoder = MedeirEncoder(tiny_model_dir, device="cpu")
+    expected = "bf16" if native_bf16_reason(torch.device("cpu")) is None else "fp32"
+    assert encoder.precision == expected and f"precision={expected!r}" in repr(encoder)
+    assert _min_cosine(encoder.encode_document(TEXTS), fp32) > 0.999
 
 
 def test_device_checks():
@@ -212,6 +244,11 @@ def test_evaluate_precision_and_backend_options(tiny_model_dir):
     assert model.settings["precision"] == "int8" and "backend" not in model.settings  # the cache key changes
     assert _min_cosine(model.encode_document(TEXTS), MedeirEncoder(tiny_model_dir, device="cpu").encode_document(TEXTS)) > 0.98
     default = evaluate._load_model(parser.parse_args(["--model", str(tiny_model_dir), "--device", "cpu"]))
-    assert "precision" not in default.settings  # embeddings cached before the option existed stay valid
+    # the default is auto, keyed by what it resolved to: fp32 adds nothing, so embeddings cached
+    # before the option existed stay valid; bf16 gets its own cache entries and results label
+    resolved = default.encoder.precision
+    assert default.settings.get("precision") == (None if resolved == "fp32" else resolved)
+    fp32 = evaluate._load_model(parser.parse_args(["--model", str(tiny_model_dir), "--device", "cpu", "--precision", "fp32"]))
+    assert "precision" not in fp32.settings
     with pytest.raises(SystemExit):
         parser.parse_args(["--precision", "int4"])

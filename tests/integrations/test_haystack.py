@@ -47,7 +47,7 @@ class TestMedeirTextEmbedder:
         assert (embedder.model, embedder.prefix, embedder.suffix, embedder.batch_size) == ("medeir-small", "", "", 32)
         assert embedder.progress_bar and not embedder.normalize_embeddings
         assert (embedder.truncate_dim, embedder.prompt_name, embedder.overlong) == (None, "query", "truncate")
-        assert (embedder.compute_precision, embedder.precision, embedder.backend) == ("fp32", "float32", "torch")
+        assert (embedder.compute_precision, embedder.precision, embedder.backend) == ("auto", "float32", "torch")
         assert embedder.encoder is None  # nothing is loaded before warm_up
         with pytest.raises(TypeError):
             MedeirTextEmbedder("positional-model")
@@ -63,7 +63,7 @@ class TestMedeirTextEmbedder:
             "init_parameters": {
                 "model": str(tiny_model_dir), "device": CPU, "prefix": "Q ", "suffix": " ?", "batch_size": 4,
                 "progress_bar": False, "normalize_embeddings": True, "truncate_dim": 16, "prompt_name": "query",
-                "compute_precision": "fp32", "backend": "torch", "overlong": "truncate", **ST_DENSE,
+                "compute_precision": "auto", "backend": "torch", "overlong": "truncate", **ST_DENSE,
             },
         }
         again = MedeirTextEmbedder.from_dict(data)
@@ -97,7 +97,7 @@ class TestMedeirDocumentEmbedder:
             "init_parameters": {
                 "model": "medeir-small", "device": CPU, "prefix": "", "suffix": "", "batch_size": 32,
                 "progress_bar": True, "normalize_embeddings": False, "truncate_dim": None, "prompt_name": "document",
-                "compute_precision": "fp32", "backend": "torch", "overlong": "truncate", "meta_fields_to_embed": ["title"],
+                "compute_precision": "auto", "backend": "torch", "overlong": "truncate", "meta_fields_to_embed": ["title"],
                 "embedding_separator": " | ", **ST_DENSE,
             },
         }

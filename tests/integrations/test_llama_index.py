@@ -196,7 +196,7 @@ def test_unknown_options_and_bad_values_are_refused_by_name(embed_model, tiny_mo
                     r"MedeirEmbedding got an unknown option 'embed_batchsize'; did you mean 'embed_batch_size'\?")
     _one_line_error(InvalidArgumentError, lambda: MedeirEmbedding(model_name=model, colour="red"), r"'colour'; known options:")
     _one_line_error(InvalidArgumentError, lambda: MedeirEmbedding(model_name=model, precision="fp8"),
-                    r"precision must be one of \('fp32', 'bf16', 'fp16', 'int8'\), got 'fp8'")
+                    r"precision must be one of \('auto', 'fp32', 'bf16', 'fp16', 'int8'\), got 'fp8'")
     _one_line_error(InvalidArgumentError, lambda: MedeirEmbedding(model_name=model, dtype="fp8"),
                     r"dtype must be one of \('float32', 'float16', 'bfloat16'\)")
     _one_line_error(InvalidArgumentError, lambda: MedeirEmbedding(model_name=model, overlong="drop"), "overlong must be")

@@ -108,8 +108,8 @@ def test_folders_load_with_remote_code_in_a_python_without_medeir_rag(tiny_model
     assert out["bundled_module"].endswith(".modeling_medeir")
     assert out["auto_model"] == "MedeirModel"
     # the copied code computes what the package computes
-    np.testing.assert_allclose(out["tiny"], MedeirEncoder(tiny_model_dir, device="cpu").encode_document(TEXTS), atol=1e-5)
-    np.testing.assert_allclose(out["bundled"], MedeirEncoder(bundled, device="cpu").encode_document(TEXTS), atol=1e-5)
+    np.testing.assert_allclose(out["tiny"], MedeirEncoder(tiny_model_dir, device="cpu", precision="fp32").encode_document(TEXTS), atol=1e-5)
+    np.testing.assert_allclose(out["bundled"], MedeirEncoder(bundled, device="cpu", precision="fp32").encode_document(TEXTS), atol=1e-5)
     local_scores = CrossEncoder(str(tiny_reranker_dir), device="cpu").predict([("metformin", t) for t in TEXTS])
     np.testing.assert_allclose(out["scores"], local_scores, atol=1e-5)
 
@@ -144,7 +144,7 @@ def test_registered_classes_load_without_remote_code_once_medeir_rag_is_imported
 def test_truncate_dim_gives_unit_vectors_that_sentence_transformers_reproduces(tiny_model_dir):
     from sentence_transformers import SentenceTransformer
 
-    ours = MedeirEncoder(tiny_model_dir, device="cpu", truncate_dim=32).encode(TEXTS, prompt_name="document")
+    ours = MedeirEncoder(tiny_model_dir, device="cpu", precision="fp32", truncate_dim=32).encode(TEXTS, prompt_name="document")
     assert ours.shape == (3, 32)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)  # cosine == dot
     st = SentenceTransformer(str(tiny_model_dir), truncate_dim=32, device="cpu")
@@ -165,7 +165,7 @@ def test_llama_index_embedder_uses_the_document_prompt_without_a_text_prompt(tin
     assert "text" not in MedeirEncoder(tiny_model_dir, device="cpu").prompts
     embed = MedeirEmbedding(model_name=str(tiny_model_dir), device="cpu", truncate_dim=32)
     assert embed.text_instruction == "passage: "
-    ours = MedeirEncoder(tiny_model_dir, device="cpu", truncate_dim=32).encode_document(TEXTS[:2])
+    ours = MedeirEncoder(tiny_model_dir, device="cpu", truncate_dim=32).encode_document(TEXTS[:2])  # both "auto"
     np.testing.assert_allclose(embed.get_text_embedding_batch(TEXTS[:2]), ours, atol=1e-5)
 
 

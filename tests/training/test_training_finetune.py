@@ -154,7 +154,7 @@ def test_finetune_retrieves_better_than_untrained(pretrained, tmp_path):
     # a standard ST folder: both loaders, no trust_remote_code, same embeddings
     texts = ["What causes Asthma ?", "Asthma is caused by damage to the lungs ."]
     st = SentenceTransformer(str(out / "final"), device="cpu", trust_remote_code=False)
-    encoder = MedeirEncoder(out / "final", device="cpu")
+    encoder = MedeirEncoder(out / "final", device="cpu", precision="fp32")
     assert encoder.prompts["query"] == "query: "
     a = st.encode(texts, prompt_name="query", convert_to_numpy=True)
     b = np.asarray(encoder.encode_query(texts) if hasattr(encoder, "encode_query") else encoder.encode(texts))

@@ -31,7 +31,7 @@ from medeir_rag.integrations.haystack._loading import (
 from medeir_rag.integrations.haystack._telemetry import NoTelemetry
 
 Dtype = Literal["float32", "float16", "bfloat16"]  # deprecated: ComputePrecision
-ComputePrecision = Literal["fp32", "bf16", "fp16", "int8"]
+ComputePrecision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 OutputPrecision = Literal["float32", "int8", "uint8", "binary", "ubinary"]
 Backend = Literal["torch", "onnx"]
 Overlong = Literal["truncate", "chunk", "error"]
@@ -58,7 +58,7 @@ def resolve_compute_precision(owner: str, compute_precision: str, backend: str, 
         if dtype not in DTYPE_TO_PRECISION:
             raise InvalidArgumentError(f"dtype must be one of {tuple(DTYPE_TO_PRECISION)} (deprecated), got {dtype!r}")
         mapped = DTYPE_TO_PRECISION[dtype]
-        if compute_precision not in ("fp32", mapped):
+        if compute_precision not in ("auto", mapped):
             raise InvalidArgumentError(f"dtype={dtype!r} and compute_precision={compute_precision!r} disagree")
         warnings.warn(f"{owner}(dtype={dtype!r}) is deprecated; use compute_precision={mapped!r}",
                       DeprecationWarning, stacklevel=4)

@@ -65,7 +65,7 @@ class MedeirDocumentEmbedder(DenseEmbedderBase):
         revision: str | None = None,
         quantization_ranges: list[list[float]] | None = None,
         prompt_name: str | None = "document",
-        compute_precision: ComputePrecision = "fp32",
+        compute_precision: ComputePrecision = "auto",
         dtype: Dtype | None = None,
         overlong: Overlong = "truncate",
     ) -> None:
@@ -99,7 +99,8 @@ class MedeirDocumentEmbedder(DenseEmbedderBase):
         :param revision: hub revision of an `hf:` model (refused for a local folder).
         :param quantization_ranges: `(2, dim)` calibration ranges for `precision="int8"`/`"uint8"`.
         :param prompt_name: the saved prompt to prepend (`"document"`); `None` for none.
-        :param compute_precision: `"fp32"` (default), `"bf16"`, `"fp16"` (GPUs) or `"int8"` (see `medeir_rag.inference.precision`).
+        :param compute_precision: `"auto"` (default: `"bf16"` where the hardware runs it natively, else `"fp32"`),
+            `"fp32"`, `"bf16"`, `"fp16"` (GPUs) or `"int8"` (see `medeir_rag.inference.precision`).
         :param dtype: deprecated spelling of `compute_precision` (`"float32"`, `"float16"`, `"bfloat16"`); warns.
         :param overlong: documents over the model window: `"truncate"` (with a warning), `"chunk"` or `"error"`.
         """
