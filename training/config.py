@@ -128,7 +128,9 @@ class PretrainTrain(Section):
     batch_tokens: int = Field(16384, ge=8, description="tokens per optimizer step per process (sequences = batch_tokens // seq_len)")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda, cuda:1, ...")
-    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="auto = bf16 autocast where measurably faster (a GPU with bf16, a CPU whose probe says so)"
+    )
     seed: int = 0
     log_every: int = Field(10, ge=1)
     checkpoint_every: int = Field(500, ge=1)
@@ -234,7 +236,9 @@ class TeacherSection(Section):
     )
     cache_dir: str | None = Field(None, description="teacher embedding cache; None = ~/.cache/medeir/teacher")
     batch_size: int = Field(64, ge=1)
-    bf16: bool = Field(True, description="bf16 autocast for the teacher (1.6x on this CPU, cosine 0.99998 to fp32)")
+    bf16: Literal["auto"] | bool = Field(
+        "auto", description="bf16 autocast for the teacher; auto: where bf16 is measurably faster (cosine 0.99998 to fp32)"
+    )
     max_seq_length: int | None = Field(None, ge=8, description="teacher window; None = its own (256 for MiniLM)")
     shard_size: int = Field(2048, ge=1, description="texts per cache shard (the work an interruption can lose)")
 
@@ -388,7 +392,9 @@ class DistillTrain(Section):
     batch_size: int = Field(64, ge=2)
     max_seq_length: int = Field(128, ge=8)
     device: str = "auto"
-    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto = bf16 autocast on CUDA, fp32 on CPU")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="auto = bf16 autocast where measurably faster (a GPU with bf16, a CPU whose probe says so)"
+    )
     seed: int = 0
     log_every: int = Field(10, ge=1)
     eval_every: int = Field(100, ge=1)

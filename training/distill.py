@@ -39,6 +39,7 @@ from .common import (
     run_stage,
     seed_everything,
     stage_parser,
+    use_bf16,
 )
 from .config import DistillConfig, DistillTexts, PairData
 from .pairs import _SENTENCE_END, Pair, bm25_mrr, heldout_medquad_pairs, mrr_at_k
@@ -409,8 +410,8 @@ def train(config: DistillConfig) -> dict[str, Any]:
         run.truncate_metrics(start_step)
     run.write_config(config)
 
-    use_bf16 = config.train.dtype == "bfloat16" or (config.train.dtype == "auto" and device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    bf16 = use_bf16(config.train.dtype, device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     n_params = sum(p.numel() for p in encoder.parameters())
     print0(f"student: {n_params / 1e6:.2f}M params ({how}); {max_steps} steps of {config.train.batch_size} texts; "
            f"teacher {resolve_teacher(config.teacher.name)}; device {device}")
@@ -499,7 +500,7 @@ def train(config: DistillConfig) -> dict[str, Any]:
         "tokens_per_s": round(state["tokens_seen"] / max(state["train_seconds"], 1e-9), 1),
         "texts_per_s": round(state["texts_seen"] / max(state["train_seconds"], 1e-9), 1),
         "wall_time": format_seconds(time.time() - run.started),
-        "dtype": "bfloat16" if use_bf16 else "float32",
+        "dtype": "bfloat16" if bf16 else "float32",
         "reschedules": state.get("reschedules", []),
         "params": n_params,
         "first_val_loss": first_val.get("val_loss"),

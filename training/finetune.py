@@ -30,6 +30,7 @@ from .common import (
     seed_everything,
     trainer_run_stats,
     trainer_stage_parser,
+    use_bf16,
 )
 from .config import FinetuneConfig, OptimSection, StTrain
 from .pairs import (
@@ -78,14 +79,6 @@ def load_init_model(init: str | Path, staging: Path, device: str):
 
 def resolve_st_device(name: str) -> str:
     return default_device() if name == "auto" else name
-
-
-def use_bf16(train: StTrain, device: str) -> bool:
-    if isinstance(train.bf16, bool):
-        return train.bf16
-    if train.bf16 == "auto":
-        return device.startswith("cuda") and torch.cuda.is_bf16_supported()
-    return train.bf16 == "true"
 
 
 # ----------------------------------------------------------------------------
@@ -282,7 +275,7 @@ def training_arguments(args_cls, out: Path, optim: OptimSection, train: StTrain,
         save_total_limit=train.save_total_limit,
         seed=train.seed,
         data_seed=train.seed,
-        bf16=use_bf16(train, device),
+        bf16=use_bf16(train.bf16, device),
         use_cpu=device == "cpu",
         dataloader_drop_last=True,
         dataloader_num_workers=train.dataloader_num_workers,

@@ -42,6 +42,7 @@ from .common import (
     seed_everything,
     setup_distributed,
     stage_parser,
+    use_bf16,
 )
 from .config import OptimSection, PretrainConfig
 from .corpus import MANIFEST, build_corpus, read_manifest
@@ -312,8 +313,8 @@ def _train(config: PretrainConfig, device: torch.device, dist: Dist) -> dict[str
         run.truncate_metrics(start_step)
     run.write_config(config)
 
-    use_bf16 = config.train.dtype == "bfloat16" or (config.train.dtype == "auto" and device.type == "cuda")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    bf16 = use_bf16(config.train.dtype, device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     raw_model = model
     if config.train.compile:
         model = torch.compile(model)

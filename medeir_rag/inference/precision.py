@@ -3,20 +3,22 @@
 One vocabulary for ``MedeirEncoder``, ``MedeirReranker``, the LlamaIndex and Haystack
 components and ``medeir evaluate --precision/--backend``.
 
-The embedders default to ``"auto"``: bf16 autocast where the hardware runs bf16 natively
-(a GPU with bf16, a CPU with AVX512-BF16 or AMX), fp32 everywhere else, fp32 for the ONNX
-graph. Why, measured with ``medeir evaluate`` and ``benchmarks/encode_throughput.py`` on the
-shipped model: bf16 scored the same nDCG@10 as fp32 on SciFact and MedQuAD QA to the
-hundredth, and encoded 1.6x (Zen 4) to 2.6x (Xeon with AMX) faster; on a CPU without native
-bf16, oneDNN emulates it and it is slower than fp32, so ``auto`` keeps fp32 there. int8 lost
-0.7 / 1.4 points, more than the 0.5 a default may lose, so it stays opt-in. The reranker
-keeps ``fp32`` by default: no shipped reranker's bf16 quality has been measured.
+The embedders default to ``"auto"``: bf16 autocast where bf16 is measurably faster (a GPU
+with bf16; a CPU with AVX512-BF16 or AMX whose bf16 matrix products a probe, run once, finds
+at least 1.2x faster than fp32), fp32 everywhere else and for the ONNX graph. bf16 scored the
+same nDCG@10 as fp32 on the shipped model and encoded 1.6x (Zen 4) to 2.6x (Xeon, AMX) faster;
+but on a Xeon whose AMX a virtual machine hid, bf16 products ran at 0.6x fp32 despite the
+AVX512-BF16 flag, hence the probe. int8 lost more than the 0.5 points a default may lose. The
+rerankers keep ``fp32`` (no shipped reranker's bf16 quality is measured).
 
 The full notes (design choices, figures, history): ``docs/DESIGN.md``, ``medeir_rag/inference/precision.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import time
 import warnings
 
 import torch
@@ -96,14 +98,52 @@ def native_bf16_reason(device: torch.device) -> str | None:
     return f"this CPU (torch capability {torch.backends.cpu.get_cpu_capability()}) has no AVX512-BF16 or AMX"
 
 
+AUTO_BF16_MIN_SPEEDUP = 1.2  # bf16 over fp32 on the CPU probe before "auto" picks bf16
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16_speedup(threads: int) -> float:
+    """bf16 autocast over fp32 throughput of a (1024 x 256) @ (256 x 1024) product on this CPU.
+
+    Why a probe and not the CPU flags alone: on one machine of this work (a Xeon with
+    AVX512-BF16 whose AMX tiles the virtual machine hid) oneDNN's bf16 products ran at 0.6x
+    fp32, while the flags promised a speed-up; on Zen 4 and on a Xeon with AMX they ran 2x to
+    6x faster. 0.3 s measured here (mostly oneDNN building its bf16 kernels, which the first
+    bf16 encode would pay anyway), once per process and thread count (``threads`` is the cache key).
+    """
+    del threads  # the cache key: torch.get_num_threads() when asked
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(1024, 256, generator=generator)
+    linear = torch.nn.Linear(256, 1024)
+
+    def seconds(dtype: torch.dtype | None) -> float:
+        context = torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
+        with torch.inference_mode(), context:
+            linear(a)  # warm-up: oneDNN builds its kernels on the first call
+            best = float("inf")
+            for _ in range(5):
+                start = time.perf_counter()
+                linear(a)
+                best = min(best, time.perf_counter() - start)
+        return best
+
+    return seconds(None) / seconds(torch.bfloat16)
+
+
 def resolve_precision(precision: str, backend: str, device: torch.device) -> str:
-    """The concrete precision ``precision`` means on ``device``: ``"auto"`` becomes ``"bf16"``
-    where bf16 runs natively on the torch backend, ``"fp32"`` otherwise; other names are returned as given."""
+    """The concrete precision ``precision`` means on ``device``; names other than ``"auto"`` are returned as given.
+
+    ``"auto"`` is ``"bf16"`` on the torch backend on a GPU with bf16, and on a CPU with native
+    bf16 instructions where ``cpu_bf16_speedup`` measures at least ``AUTO_BF16_MIN_SPEEDUP``;
+    ``"fp32"`` everywhere else (the ONNX graph included).
+    """
     if precision != "auto":
         return precision
-    if backend == "torch" and device.type in ("cpu", "cuda") and native_bf16_reason(device) is None:
-        return "bf16"
-    return "fp32"
+    if backend != "torch" or device.type not in ("cpu", "cuda") or native_bf16_reason(device) is not None:
+        return "fp32"
+    if device.type == "cpu" and cpu_bf16_speedup(torch.get_num_threads()) < AUTO_BF16_MIN_SPEEDUP:
+        return "fp32"
+    return "bf16"
 
 
 def check_device(precision: str, backend: str, device: torch.device) -> None:
@@ -153,6 +193,7 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
 
 
 __all__ = [
+    "AUTO_BF16_MIN_SPEEDUP",
     "BACKENDS",
     "DEFAULT_PRECISION",
     "ONNX_PRECISIONS",
@@ -161,6 +202,7 @@ __all__ = [
     "bf16_unsupported_reason",
     "check_device",
     "check_options",
+    "cpu_bf16_speedup",
     "default_device_for",
     "native_bf16_reason",
     "quantize_int8",

@@ -90,31 +90,44 @@ def test_unknown_options_name_the_argument_before_loading(kwargs, message):
 
 
 @pytest.mark.parametrize(
-    ("device", "bf16", "native", "backend", "expected"),
+    ("device", "bf16", "native", "speedup", "backend", "expected"),
     [
-        ("cpu", None, True, "torch", "bf16"),       # AVX512-BF16 or AMX: bf16, measured equal in nDCG@10
-        ("cpu", None, False, "torch", "fp32"),      # oneDNN would emulate bf16, slower than fp32
-        ("cpu", "no oneDNN", False, "torch", "fp32"),
-        ("cpu", None, True, "onnx", "fp32"),        # the exported fp32 graph
-        ("cuda", None, False, "torch", "bf16"),     # a GPU with bf16 (the CPU probe does not apply)
-        ("cuda", "no bf16 on this GPU", False, "torch", "fp32"),
+        ("cpu", None, True, 2.0, "torch", "bf16"),      # bf16 instructions, and measured faster
+        ("cpu", None, True, 0.6, "torch", "fp32"),      # the flag, but slower products (AMX hidden by a VM)
+        ("cpu", None, False, 2.0, "torch", "fp32"),     # oneDNN would emulate bf16
+        ("cpu", "no oneDNN", False, 2.0, "torch", "fp32"),
+        ("cpu", None, True, 2.0, "onnx", "fp32"),       # the exported fp32 graph
+        ("cuda", None, False, 0.6, "torch", "bf16"),    # a GPU with bf16 (the CPU probe does not apply)
+        ("cuda", "no bf16 on this GPU", False, 2.0, "torch", "fp32"),
     ],
 )
-def test_auto_is_bf16_only_where_the_hardware_runs_it_natively(monkeypatch, device, bf16, native, backend, expected):
+def test_auto_is_bf16_only_where_bf16_is_native_and_faster(monkeypatch, device, bf16, native, speedup, backend,
+                                                            expected):
     import medeir_rag.inference.precision as precision
 
     monkeypatch.setattr(precision, "bf16_unsupported_reason", lambda _: bf16)
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda threads: speedup)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     assert precision.resolve_precision("auto", backend, torch.device(device)) == expected
     assert precision.resolve_precision("int8", backend, torch.device(device)) == "int8"  # explicit names stay
 
 
+def test_the_cpu_probe_measures_once_per_thread_count():
+    from medeir_rag.inference.precision import cpu_bf16_speedup, native_bf16_reason
+
+    if native_bf16_reason(torch.device("cpu")) is not None:
+        pytest.skip("no native bf16 on this CPU: auto never runs the probe")
+    first = cpu_bf16_speedup(torch.get_num_threads())
+    assert 0.05 < first < 50  # a ratio of two timings, not a constant
+    assert cpu_bf16_speedup(torch.get_num_threads()) == first  # cached: the decision is stable in a process
+
+
 def test_the_default_is_auto_resolved_on_this_machine(tiny_model_dir, fp32):
-    from medeir_rag.inference.precision import native_bf16_reason
+    from medeir_rag.inference.precision import resolve_precision
 
     encoder = MedeirEncoder(tiny_model_dir, device="cpu")
-    expected = "bf16" if native_bf16_reason(torch.device("cpu")) is None else "fp32"
+    expected = resolve_precision("auto", "torch", torch.device("cpu"))
     assert encoder.precision == expected and f"precision={expected!r}" in repr(encoder)
     assert _min_cosine(encoder.encode_document(TEXTS), fp32) > 0.999
 
