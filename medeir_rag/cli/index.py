@@ -21,6 +21,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from medeir_rag.inference.precision import DEFAULT_PRECISION, PRECISIONS
 from medeir_rag.rag.store import DEFAULT_COLLECTION, DEFAULT_QDRANT_PATH
 
 DEFAULT_PUBMED_JSONL = "../shared/data/pretrain/pubmed_abstracts_bionlp.jsonl.gz"
@@ -31,6 +32,10 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model and collection")
     group.add_argument("--model", default=None, help="sentence-transformers directory of a medeir model (default: the bundled model)")
     group.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    group.add_argument(
+        "--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+        help="compute precision of the embedder (default: auto = bf16 where this machine runs it faster, else fp32)",
+    )
     group.add_argument("--collection", default=DEFAULT_COLLECTION, help=f"collection name (default: {DEFAULT_COLLECTION})")
     group.add_argument(
         "--qdrant-path", default=str(DEFAULT_QDRANT_PATH),
@@ -204,7 +209,7 @@ def _run(args: argparse.Namespace, state: dict[str, bool]) -> int:
             total = count_records(args.path)
             if args.limit is not None:
                 total = args.limit if total is None else min(total, args.limit)
-        encoder = MedeirEncoder(model_dir, device=str(device))
+        encoder = MedeirEncoder(model_dir, device=str(device), precision=args.precision)
         store = MedeirVectorStore(encoder, collection=args.collection, backend=backend)
         state["indexing"] = True
         options = {"chunk_size": args.chunk_size, "chunk_overlap": args.chunk_overlap, "batch_size": args.batch_size,

@@ -99,7 +99,7 @@ def _run(argv: Sequence[str] | None) -> int:
             if args.rerank == BUNDLED and bundled_reranker_missing(None):
                 return _fail(str(no_bundled_reranker("--reranker PATH, a CrossEncoder folder")))
             reranker = MedeirReranker(None if args.rerank == BUNDLED else args.rerank, device=args.device)
-        encoder = MedeirEncoder(model_dir, device=args.device)
+        encoder = MedeirEncoder(model_dir, device=args.device, precision=args.precision)
         store = MedeirVectorStore(encoder, collection=args.collection, backend=backend, hnsw_ef=args.hnsw_ef)
         hits = store.search(args.query, top_k=args.top_k, mode=args.mode, candidates=args.candidates,
                             reranker=reranker, rerank_top_k=args.candidates)

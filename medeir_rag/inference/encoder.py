@@ -127,6 +127,7 @@ class MedeirEncoder:
         if onnx_path is not None and backend != "onnx":
             raise InvalidArgumentError(f"onnx_path is only used with backend='onnx', got backend={backend!r}")
         self.device = resolve_device(device) if device is not None else default_device_for(precision, backend)
+        self.requested_precision = precision  # what was asked ("auto" stays "auto"): other processes resolve it again
         precision = resolve_precision(precision, backend, self.device)
         check_device(precision, backend, self.device)
         self.precision = precision  # concrete: "auto" resolved for this device

@@ -88,7 +88,9 @@ def ray_cluster():
 def test_two_node_ray_run_stores_the_single_process_points(ray_cluster, tiny_model_dir, tmp_path, capsys):
     corpus = _corpus(tmp_path / "corpus")
     single, on_ray = tmp_path / "single", tmp_path / "ray"
-    common = [str(corpus), "--model", str(tiny_model_dir), *CHUNK]
+    # fp32 on both sides: bf16 (what "auto" is on a CPU with fast bf16) moves vectors ~1e-4 with the batch
+    # they are in; fp32 asked of the driver's encoder must reach the actors, or they differ here
+    common = [str(corpus), "--model", str(tiny_model_dir), "--precision", "fp32", *CHUNK]
     assert indexing.main([*common, "--qdrant-path", str(single)]) == 0
     expected_summary = json.loads(capsys.readouterr().out)
 
@@ -96,7 +98,7 @@ def test_two_node_ray_run_stores_the_single_process_points(ray_cluster, tiny_mod
     report = RayIndexReport()
     with RaySession.connect(ray_cluster.address) as session:
         assert session.owns
-        encoder = MedeirEncoder(tiny_model_dir, device="cpu")
+        encoder = MedeirEncoder(tiny_model_dir, device="cpu", precision="fp32")
         with MedeirVectorStore(encoder, path=on_ray) as store:
             stats = index_on_ray(store, corpus, model=tiny_model_dir, device="cpu", chunk_size=24, batch_size=4,
                                  show_progress=False, report=report)
