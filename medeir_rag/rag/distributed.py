@@ -238,7 +238,7 @@ class ChunkEmbedder:
 
     def __init__(
         self, *, model: str | None, device: str, fingerprint: str, chunk_size: int, chunk_overlap: int,
-        embed_title: bool, done: np.ndarray, threads: int, precision: str = "auto",
+        embed_title: bool, done: np.ndarray, threads: int, precision: str,
     ) -> None:
         import torch
 
