@@ -42,7 +42,7 @@ from .common import (
     use_bf16,
 )
 from .config import DistillConfig, DistillTexts, PairData
-from .pairs import _SENTENCE_END, Pair, bm25_mrr, heldout_medquad_pairs, mrr_at_k
+from .pairs import Pair, bm25_mrr, heldout_medquad_pairs, mrr_at_k, split_sentences
 from .plots import plot_curves
 from .pretrain import build_optimizer, latest_checkpoint, load_checkpoint, lr_multiplier, save_checkpoint
 from .teacher import cached_teacher_embeddings, resolve_teacher
@@ -98,7 +98,7 @@ def texts_by_kind(data: DistillTexts, split: str = "train") -> dict[str, list[st
     if wanted & {"pubmed_title", "pubmed_sentence", "pubmed_passage"}:
         for r in _records("pubmed", data, split):
             kinds.get("pubmed_title", []).append(_clip(str(r.get("title") or ""), limit))
-            sentences = [s for s in _SENTENCE_END.split(str(r.get("text") or "").strip()) if len(s.split()) >= 4]
+            sentences = [s for s in split_sentences(str(r.get("text") or "")) if len(s.split()) >= 4]
             kinds.get("pubmed_sentence", []).extend(_clip(s, limit) for s in sentences)
             for start in range(0, len(sentences), PASSAGE_SENTENCES):
                 kinds.get("pubmed_passage", []).append(_clip(" ".join(sentences[start:start + PASSAGE_SENTENCES]), limit))

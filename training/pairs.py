@@ -105,9 +105,14 @@ def span_pair(text: str, rng: random.Random, data: PairData) -> Pair | None:
     return Pair(anchor, positive, "spans")
 
 
+def split_sentences(text: str) -> list[str]:
+    """Sentences of an abstract: split after . ! ? before a capital, digit or bracket."""
+    return [s for s in _SENTENCE_END.split(text.strip()) if s]
+
+
 def ict_pair(title: str, text: str, rng: random.Random, data: PairData) -> Pair | None:
     """Inverse Cloze Task: a sentence of the abstract -> title + the rest of the abstract."""
-    sentences = [s for s in _SENTENCE_END.split(text.strip()) if s]
+    sentences = split_sentences(text)
     candidates = [i for i, s in enumerate(sentences) if len(s.split()) >= data.span_min_words]
     if len(sentences) < 3 or not candidates:
         return None

@@ -11,7 +11,7 @@ from training_data import write_data_dir
 
 from medeir_rag.rag.fusion import load_hybrid_weights
 from medeir_rag.training.config import PairData
-from medeir_rag.training.hybrid import ALPHA_GRID, build_validation_sets, main
+from medeir_rag.training.hybrid import ALPHA_GRID, build_validation_sets, claim_pair, main
 from medeir_rag.training.pairs import build_pairs
 
 
@@ -25,7 +25,7 @@ def _texts(folder: Path) -> tuple[list[str], list[str]]:
 def test_validation_sets_hold_only_held_out_queries(tmp_path):
     data = PairData(data_dir=str(write_data_dir(tmp_path / "data")), holdout_percent=20.0)
     folders = build_validation_sets(data, tmp_path / "val", distractors=5)
-    assert [f.name for f in folders] == ["medquad-heldout", "pubmed-heldout"]
+    assert [f.name for f in folders] == ["medquad-heldout", "pubmed-heldout", "pubmed-claims-heldout"]
     training, _ = build_pairs(data.model_copy(update={"num_pairs": 10_000}))
     trained_positives = {p.positive for p in training}
     for folder in folders:
@@ -35,6 +35,21 @@ def test_validation_sets_hold_only_held_out_queries(tmp_path):
         assert set(docs[len(queries):]) <= trained_positives, folder.name  # distractors come from training
         qrels = (folder / "qrels" / "validation.tsv").read_text().splitlines()
         assert qrels[0] == "query-id\tcorpus-id\tscore" and qrels[1:] == [f"q{i}\td{i}\t1" for i in range(len(queries))]
+
+
+def test_a_claim_is_the_conclusion_cut_from_its_abstract():
+    data = PairData()
+    record = {"title": "Aspirin and stroke.", "text": "We studied 400 adults with atrial fibrillation for two years. "
+              "Strokes were counted by two blinded neurologists at each site. "
+              "In conclusion, low-dose aspirin reduces the risk of stroke in these patients."}
+    pair = claim_pair(record, data)
+    assert pair.anchor == "Low-dose aspirin reduces the risk of stroke in these patients."
+    assert pair.positive == ("Aspirin and stroke. We studied 400 adults with atrial fibrillation for two years. "
+                             "Strokes were counted by two blinded neurologists at each site.")
+    assert claim_pair({**record, "text": "Too short. Two sentences only, which is not enough here."}, data) is None
+    short_conclusion = {**record, "text": record["text"].replace("In conclusion, low-dose aspirin reduces the "
+                                                                 "risk of stroke in these patients.", "It helps.")}
+    assert claim_pair(short_conclusion, data) is None  # fewer words than span_min_words: no claim to ask
 
 
 def test_tune_hybrid_writes_the_best_alpha_into_the_model(tiny_model_dir, tmp_path, capsys):
