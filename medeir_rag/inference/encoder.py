@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -132,6 +132,7 @@ class MedeirEncoder:
         check_device(precision, backend, self.device)
         self.precision = precision  # concrete: "auto" resolved for this device
         self.backend = backend
+        self.onnx_path = None if onnx_path is None else str(onnx_path)
         self.path = resolve_model_path(model_name_or_path)
         folder = read_st_folder(self.path, require_st_config=False)  # the kind checks come first
         transformer_dir = folder.transformer_dir
@@ -176,6 +177,17 @@ class MedeirEncoder:
     def embedding_dimension(self) -> int:
         """Size of the returned vectors (after ``truncate_dim``)."""
         return self.truncate_dim or self.model.config.hidden_size
+
+    def replica_options(self) -> dict[str, Any]:
+        """Keyword arguments that build this encoder again in another process (a Ray actor, say).
+
+        Why: a replica that embeds for this encoder's store must make the same vectors, so
+        it needs the same backend, dimension and overlong policy. Precision goes as it was
+        asked ("auto" is resolved again on the replica's own hardware); the device is left
+        out, since the caller places the replica.
+        """
+        return {"precision": self.requested_precision, "backend": self.backend, "onnx_path": self.onnx_path,
+                "truncate_dim": self.truncate_dim, "overlong": self.overlong, "batch_tokens": self.batch_tokens}
 
     @property
     def document_prompt(self) -> str:

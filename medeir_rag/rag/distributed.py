@@ -238,7 +238,7 @@ class ChunkEmbedder:
 
     def __init__(
         self, *, model: str | None, device: str, fingerprint: str, chunk_size: int, chunk_overlap: int,
-        embed_title: bool, done: np.ndarray, threads: int, precision: str,
+        embed_title: bool, done: np.ndarray, threads: int, encoder_options: dict[str, Any],
     ) -> None:
         import torch
 
@@ -247,7 +247,8 @@ class ChunkEmbedder:
 
         if device == "cpu":
             torch.set_num_threads(threads)
-        self.encoder = MedeirEncoder(model, device=device, precision=precision)  # "auto": this node's hardware decides
+        # the driver encoder's replica_options: same backend, dimension, policy; "auto" precision per node
+        self.encoder = MedeirEncoder(model, device=device, **encoder_options)
         mine = model_fingerprint(self.encoder.path)
         if mine != fingerprint:
             raise MedeirError(f"Ray node {socket.gethostname()} has another model at {self.encoder.path} "
@@ -460,7 +461,7 @@ def index_on_ray(
         fn_constructor_kwargs={
             "model": worker_model, "device": actor_device, "fingerprint": model_fingerprint(encoder.path),
             "chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "embed_title": embed_title, "done": done,
-            "threads": 1, "precision": encoder.requested_precision,
+            "threads": 1, "encoder_options": encoder.replica_options(),
         },
         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors), **resources,
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import pickle
 import sys
 import time
 
@@ -22,8 +23,9 @@ from conftest import MEDICAL_LINES
 
 from medeir_rag.cli import index as indexing
 from medeir_rag.inference.encoder import MedeirEncoder
-from medeir_rag.rag.distributed import RayIndexReport, RaySession, index_on_ray
-from medeir_rag.rag.store import MedeirVectorStore
+from medeir_rag.rag.distributed import ChunkEmbedder, RayIndexReport, RaySession, index_on_ray
+from medeir_rag.rag.documents import SourceDocument
+from medeir_rag.rag.store import MedeirVectorStore, model_fingerprint
 from medeir_rag.rag.store_backends import EdgeBackend
 
 CHUNK = ["--chunk-size", "24", "--batch-size", "4", "--no-progress", "--json"]
@@ -122,6 +124,26 @@ def test_two_node_ray_run_stores_the_single_process_points(ray_cluster, tiny_mod
     assert rerun["indexed"] == 0 and rerun["chunks"] == 0
     assert rerun["skipped_existing"] == expected_summary["indexed"] and rerun["points"] == len(want)
     assert set(_points(on_ray)) == set(want)
+
+
+def test_an_actor_embeds_as_the_driver_encoder_does(tiny_model_dir):
+    """What each Ray actor runs, built from the driver encoder's ``replica_options``: a truncated
+    dimension (and backend, precision, overlong policy) reaches it, so its vectors fit the store."""
+    import torch
+
+    driver = MedeirEncoder(tiny_model_dir, device="cpu", precision="fp32", truncate_dim=16, overlong="error")
+    options = driver.replica_options()
+    assert options == {"precision": "fp32", "backend": "torch", "onnx_path": None, "truncate_dim": 16,
+                       "overlong": "error", "batch_tokens": driver.batch_tokens}
+    actor = ChunkEmbedder(model=str(tiny_model_dir), device="cpu", fingerprint=model_fingerprint(driver.path),
+                          chunk_size=24, chunk_overlap=0, embed_title=True, done=np.array([], dtype="S32"),
+                          threads=torch.get_num_threads(), encoder_options=options)
+    doc = SourceDocument(id="a", title="Note", text=" ".join(MEDICAL_LINES[:3]))
+    out = actor({"kind": np.array(["doc"]), "item": np.array([pickle.dumps(doc)], dtype=object)})
+    texts = json.loads(out["texts"][0])
+    vectors = np.frombuffer(out["vectors"][0], dtype=np.float32).reshape(len(texts), -1)
+    assert len(texts) >= 2 and vectors.shape[1] == 16
+    np.testing.assert_allclose(vectors, driver.encode_document(texts, show_progress=False), rtol=1e-5, atol=1e-6)
 
 
 def test_ray_missing_is_one_line_naming_the_extra(monkeypatch, tmp_path, capsys):
