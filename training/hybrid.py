@@ -20,12 +20,23 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medeir_rag.rag.fusion import RRF_K
+from medeir_rag.rag.fusion import DEFAULT_NORMALIZATION, NORMALIZATIONS, RRF_K
 
 from .config import PairData
 from .pairs import Pair, heldout_medquad_pairs, iter_source_records, record_to_pair, split_sentences
 
 ALPHA_GRID = tuple(round(0.1 * i, 1) for i in range(11))
+
+
+def setting_key(normalization: str, alpha: float) -> str:
+    """The run name of one fusion setting: ``"0.6"`` (min-max, the historical names), ``"max:0.6"``."""
+    return f"{alpha:g}" if normalization == DEFAULT_NORMALIZATION else f"{normalization}:{alpha:g}"
+
+
+def parse_setting(key: str) -> tuple[str, float]:
+    normalization, _, alpha = key.rpartition(":")
+    return normalization or DEFAULT_NORMALIZATION, float(alpha)
+
 DEFAULT_DISTRACTORS = 2000
 # validation set name -> the pair source whose held-out records it asks about
 VALIDATION_SETS = {"medquad-heldout": "medquad", "pubmed-heldout": "title_abstract",
@@ -100,20 +111,24 @@ def build_validation_sets(data: PairData, out_dir: Path, distractors: int = DEFA
     return folders
 
 
-def sweep_runs(store: Any, dataset: Any, query_vectors: Any, grid: Sequence[float] = ALPHA_GRID) -> dict[str, Any]:
-    """Per-query runs of the sweep over a ``benchmark_store``: ``dense``, ``sparse``, ``rrf`` and one per alpha.
+def sweep_runs(store: Any, dataset: Any, query_vectors: Any, grid: Sequence[float] = ALPHA_GRID,
+               normalizations: Sequence[str] = NORMALIZATIONS) -> dict[str, Any]:
+    """Per-query runs of the sweep over a ``benchmark_store``: ``dense``, ``sparse``, ``rrf`` and one
+    per fusion setting (``setting_key(normalization, alpha)``).
 
     Both candidate lists are fetched once per query (``store.candidate_lists``, the lists
-    hybrid search fuses) and fused for every alpha with ``convex_combination``, so run
-    ``f"{alpha:g}"`` ranks as ``store.search(query, mode="hybrid", alpha=alpha, top_k=100)``.
+    hybrid search fuses) and fused for every setting with ``convex_combination``, so run
+    ``setting_key(n, a)`` ranks as ``store.search(query, mode="hybrid", alpha=a, top_k=100)``
+    on a model whose ``hybrid.json`` says normalization ``n``.
     """
     from medeir_rag.eval.benchmark import point_ids
     from medeir_rag.rag.fusion import convex_combination, reciprocal_rank_fusion
     from medeir_rag.rag.store import HYBRID_CANDIDATES
 
     to_doc = point_ids(dataset)
+    settings = [(n, a) for n in normalizations for a in grid]
     runs: dict[str, dict[str, dict[str, float]]] = {"dense": {}, "sparse": {}, "rrf": {},
-                                                    **{f"{a:g}": {} for a in grid}}
+                                                    **{setting_key(n, a): {} for n, a in settings}}
 
     def named(ranking: dict[str, float]) -> dict[str, float]:
         return {to_doc[i]: score for i, score in ranking.items()}
@@ -127,16 +142,21 @@ def sweep_runs(store: Any, dataset: Any, query_vectors: Any, grid: Sequence[floa
         dense, sparse = store.candidate_lists(query, candidates=HYBRID_CANDIDATES, query_vector=query_vectors[row])
         runs["dense"][query_id], runs["sparse"][query_id] = named(dense), named(sparse)
         runs["rrf"][query_id] = named(reciprocal_rank_fusion([dense, sparse], k=RRF_K, top_k=HYBRID_CANDIDATES))
-        for alpha in grid:
-            runs[f"{alpha:g}"][query_id] = named(convex_combination(dense, sparse, alpha, HYBRID_CANDIDATES))
+        for normalization, alpha in settings:
+            fused = convex_combination(dense, sparse, alpha, HYBRID_CANDIDATES, normalization)
+            runs[setting_key(normalization, alpha)][query_id] = named(fused)
     return runs
 
 
 def sweep(
     model_dir: str | Path, folders: Sequence[Path], grid: Sequence[float] = ALPHA_GRID,
-    cache_dir: Path | None = None, show_progress: bool = True,
+    cache_dir: Path | None = None, show_progress: bool = True, normalizations: Sequence[str] = NORMALIZATIONS,
 ) -> dict[str, Any]:
-    """nDCG@10 of every alpha on every validation set, plus dense, sparse and RRF alone."""
+    """nDCG@10 of every fusion setting on every validation set, plus dense, sparse and RRF alone.
+
+    The best setting has the best mean over the sets; ties go to min-max (the older
+    scale), then to the alpha nearest 0.5.
+    """
     from medeir_rag.eval.baselines import embed, load_medeir
     from medeir_rag.eval.beir import load_beir, sha256_file
     from medeir_rag.eval.benchmark import benchmark_store
@@ -154,22 +174,34 @@ def sweep(
         documents = embed(model, dataset.document_texts(), "document", cache,
                           source_sha256=sha256_file(dataset.corpus_file))
         with benchmark_store(model.encoder, dataset, documents) as store:
-            runs = sweep_runs(store, dataset, queries, grid)
+            runs = sweep_runs(store, dataset, queries, grid, normalizations)
         table[dataset.name] = {key: score_run(run, dataset.qrels)["ndcg_at_10"] for key, run in runs.items()}
-    means = {f"{w:g}": sum(t[f"{w:g}"] for t in table.values()) / len(table) for w in grid}
-    best = max(grid, key=lambda a: (round(means[f"{a:g}"], 6), -abs(a - 0.5)))
-    return {"model": str(model.path), "grid": list(grid), "ndcg_at_10": table, "mean_ndcg_at_10": means,
-            "best_alpha": best, "datasets": summaries, "scorer": "MedeirVectorStore candidate lists (100 per side), "
-            "fusion.convex_combination"}
+    keys = [setting_key(n, a) for n in normalizations for a in grid]
+    means = {key: sum(t[key] for t in table.values()) / len(table) for key in keys}
+
+    def rank(key: str) -> tuple[float, bool, float]:
+        normalization, alpha = parse_setting(key)
+        return round(means[key], 6), normalization == DEFAULT_NORMALIZATION, -abs(alpha - 0.5)
+
+    best_normalization, best = parse_setting(max(keys, key=rank))
+    return {"model": str(model.path), "grid": list(grid), "normalizations": list(normalizations),
+            "ndcg_at_10": table, "mean_ndcg_at_10": means, "best_alpha": best,
+            "best_normalization": best_normalization, "datasets": summaries,
+            "scorer": "MedeirVectorStore candidate lists (100 per side), fusion.convex_combination"}
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """Validation nDCG@10 (%) per alpha, one column per set, then the mean."""
+    """Validation nDCG@10 (%) per fusion setting, one column per set, then the mean."""
     names = list(result["ndcg_at_10"])
-    lines = ["| alpha (dense weight) | " + " | ".join(names) + " | mean |", "|---|" + "---:|" * (len(names) + 1)]
+    lines = ["| fusion: normalization, alpha (dense weight) | " + " | ".join(names) + " | mean |",
+             "|---|" + "---:|" * (len(names) + 1)]
     rows = [("dense alone", "dense"), ("sparse alone (the store's: Qdrant IDF x BM25 tf, medeir tokens)", "sparse"),
             (f"RRF k={RRF_K} (equal weights, for reference)", "rrf")]
-    rows += [(f"{a:g}" + (" (chosen)" if a == result["best_alpha"] else ""), f"{a:g}") for a in result["grid"]]
+    chosen = setting_key(result.get("best_normalization", DEFAULT_NORMALIZATION), result["best_alpha"])
+    for normalization in result.get("normalizations", [DEFAULT_NORMALIZATION]):
+        for alpha in result["grid"]:
+            key = setting_key(normalization, alpha)
+            rows.append((f"{normalization}, {alpha:g}" + (" (chosen)" if key == chosen else ""), key))
     for label, key in rows:
         values = [result["ndcg_at_10"][n][key] for n in names]
         lines.append(f"| {label} | " + " | ".join(f"{100 * v:.2f}" for v in values)
@@ -207,14 +239,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.out / "summary.json").write_text(json.dumps(result, indent=1))
     (args.out / "sweep.md").write_text(table + "\n")
     print(table)
-    best = result["best_alpha"]
+    best, normalization = result["best_alpha"], result["best_normalization"]
     if args.no_write:
-        print(f"best alpha {best:g} (not written: --no-write)")
+        print(f"best: {normalization}, alpha {best:g} (not written: --no-write)")
         return 0
-    weights = HybridWeights(alpha=best, provenance={
+    chosen = setting_key(normalization, best)
+    weights = HybridWeights(alpha=best, normalization=normalization, provenance={
         "chosen_by": "medeir tune-hybrid", "validation_sets": list(result["ndcg_at_10"]),
-        "mean_ndcg_at_10": round(result["mean_ndcg_at_10"][f"{best:g}"], 4),
-        "grid_mean_ndcg_at_10": {a: round(v, 4) for a, v in result["mean_ndcg_at_10"].items()},
+        "mean_ndcg_at_10": round(result["mean_ndcg_at_10"][chosen], 4),
+        "grid_mean_ndcg_at_10": {key: round(v, 4) for key, v in result["mean_ndcg_at_10"].items()},
         "distractors": args.distractors,
     })
     path = save_hybrid_weights(model_dir, weights)

@@ -101,7 +101,7 @@ def native_bf16_reason(device: torch.device) -> str | None:
 AUTO_BF16_MIN_SPEEDUP = 1.2  # bf16 over fp32 on the CPU probe before "auto" picks bf16
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_bf16_speedup(threads: int) -> float:
     """bf16 autocast over fp32 throughput of a (1024 x 256) @ (256 x 1024) product on this CPU.
 

@@ -13,7 +13,12 @@ import os
 import threading
 
 from medeir_rag.inference.encoder import MedeirEncoder, resolve_device
-from medeir_rag.inference.precision import DEFAULT_PRECISION, check_options, default_device_for, resolve_precision
+from medeir_rag.inference.precision import (
+    DEFAULT_PRECISION,
+    check_options,
+    default_device_for,
+    resolve_precision,
+)
 from medeir_rag.inference.rerank import MedeirReranker, bundled_reranker_missing, no_bundled_reranker
 from medeir_rag.model.files import DEFAULT_MODEL_NAME, DEFAULT_RERANKER_NAME, resolve_model_path
 from medeir_rag.rag.chunking import TokenWindow, load_token_window

@@ -493,11 +493,13 @@ def medeir_hybrid_fusion_fn(model_name: str | None = None, alpha: float | None =
     ``alpha`` (the dense side's weight) defaults to the model's ``hybrid.json`` (0.6 for the
     bundled model; 0.5 without the file). The ``alpha`` LlamaIndex passes at query time is
     not used: ``QdrantVectorStore`` sends 0.5 when the query sets none, so it cannot tell a
-    chosen 0.5 from no choice; give another weight here instead. Each side is min-max
-    normalised over its own candidates (``similarity_top_k`` dense, ``sparse_top_k`` sparse);
-    with both at 100, the store's candidate depth, the ranking is ``medeir query --mode hybrid``'s.
+    chosen 0.5 from no choice; give another weight here instead. Each side is normalised as
+    the model's ``hybrid.json`` says (min-max or max-scaled) over its own candidates
+    (``similarity_top_k`` dense, ``sparse_top_k`` sparse); with both at 100, the store's
+    candidate depth, the ranking is ``medeir query --mode hybrid``'s.
     """
-    weights = load_hybrid_weights(_model_dir(model_name)) if alpha is None else HybridWeights(alpha=alpha)
+    weights = load_hybrid_weights(_model_dir(model_name))
+    weights = weights if alpha is None else HybridWeights(alpha=alpha, normalization=weights.normalization)
 
     def hybrid_fusion_fn(
         dense_result: VectorStoreQueryResult, sparse_result: VectorStoreQueryResult, **kwargs: Any
@@ -510,7 +512,7 @@ def medeir_hybrid_fusion_fn(model_name: str | None = None, alpha: float | None =
                 nodes.setdefault(node.node_id, node)
                 side[node.node_id] = float(score)
             sides.append(side)
-        fused = convex_combination(sides[0], sides[1], weights.alpha, kwargs.get("top_k"))
+        fused = convex_combination(sides[0], sides[1], weights.alpha, kwargs.get("top_k"), weights.normalization)
         return VectorStoreQueryResult(nodes=[nodes[i] for i in fused], similarities=list(fused.values()),
                                       ids=list(fused))
 

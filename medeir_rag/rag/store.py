@@ -23,7 +23,13 @@ from medeir_rag.errors import InvalidArgumentError, check_text
 from medeir_rag.inference.encoder import MedeirEncoder
 from medeir_rag.rag.chunking import Chunk, TokenWindow, chunk_text, count_tokens
 from medeir_rag.rag.documents import SourceDocument, document_text
-from medeir_rag.rag.fusion import HYBRID_CANDIDATES, HybridWeights, convex_combination, load_hybrid_weights
+from medeir_rag.rag.fusion import (
+    DEFAULT_NORMALIZATION,
+    HYBRID_CANDIDATES,
+    HybridWeights,
+    convex_combination,
+    load_hybrid_weights,
+)
 from medeir_rag.rag.store_backends import (
     DEFAULT_QDRANT_PATH,
     DENSE_VECTOR,
@@ -358,6 +364,7 @@ def hybrid_search(
     top_k: int,
     *,
     alpha: float,
+    normalization: str = DEFAULT_NORMALIZATION,
     candidates: int = HYBRID_CANDIDATES,
     query_filter: Any = None,
     hnsw_ef: int | None = None,
@@ -368,7 +375,7 @@ def hybrid_search(
     """
     dense_side, sparse_side = candidate_lists(backend, collection, dense, sparse, candidates=candidates,
                                               query_filter=query_filter, hnsw_ef=hnsw_ef)
-    fused = convex_combination(dense_side, sparse_side, alpha, top_k)
+    fused = convex_combination(dense_side, sparse_side, alpha, top_k, normalization)
     records = {r.id: r for r in backend.retrieve(collection, list(fused), with_payload=True)}
     return [(records[i], score) for i, score in fused.items() if i in records]
 
@@ -804,7 +811,8 @@ class MedeirVectorStore:
             query_filter: payload conditions: a dict (``{"doc_id": "x"}``, a list value means
                 any of), a ``qdrant_client.models.Filter``, or (Edge) a ``qdrant_edge.Filter``.
             alpha: hybrid only: the dense side's weight in [0, 1] (default: the model's
-                ``hybrid.json``, else 0.5).
+                ``hybrid.json``, else 0.5). Each side is normalised as ``hybrid.json`` says
+                (``normalization``, min-max when absent), whatever the alpha.
             reranker: a ``MedeirReranker`` (anything with ``score(query, passages)``): the
                 ``rerank_top_k`` best hits of the mode are rescored on
                 ``document_text(title, text)``, and ``score`` becomes its probability
@@ -851,8 +859,9 @@ class MedeirVectorStore:
     ) -> tuple[dict[str, float], dict[str, float]]:
         """The dense and sparse candidate lists (``{point id: score}``) hybrid search fuses for ``query``.
 
-        ``convex_combination(dense, sparse, alpha, top_k)`` of them is ``search(mode="hybrid",
-        alpha=alpha, candidates=candidates)`` by point id; ``medeir tune-hybrid`` sweeps alpha this way.
+        ``convex_combination(dense, sparse, alpha, top_k, self.hybrid.normalization)`` of them is
+        ``search(mode="hybrid", alpha=alpha, candidates=candidates)`` by point id; ``medeir
+        tune-hybrid`` sweeps alpha and the normalization this way.
         """
         self.check()
         dense = self._query_vector(query, query_vector)
@@ -875,8 +884,8 @@ class MedeirVectorStore:
         if mode == "hybrid":
             alpha = self.hybrid.alpha if alpha is None else HybridWeights(alpha=alpha).alpha
             fused = hybrid_search(self.backend, self.collection, self._query_vector(query, query_vector), sparse,
-                                  top_k, alpha=alpha, candidates=candidates, query_filter=query_filter,
-                                  hnsw_ef=self.hnsw_ef)
+                                  top_k, alpha=alpha, normalization=self.hybrid.normalization,
+                                  candidates=candidates, query_filter=query_filter, hnsw_ef=self.hnsw_ef)
             return [_hit(record, score) for record, score in fused]
         if mode == "dense":
             request = VectorQuery(DENSE_VECTOR, self._query_vector(query, query_vector), top_k, query_filter,

@@ -131,11 +131,32 @@ def test_convex_combination_by_hand() -> None:
     assert runs["q"] == fused and runs["r"] == {"z": 0.25}
 
 
+def test_max_scaled_fusion_keeps_how_far_each_side_falls_behind_its_best() -> None:
+    dense = {"a": 0.9, "b": 0.6, "c": 0.3}  # / 0.9: a 1, b 2/3, c 1/3 (missing: 1/3, the last)
+    sparse = {"c": 10.0, "d": 8.0}  # / 10: c 1, d 0.8 (missing: 0.8)
+    fused = convex_combination(dense, sparse, alpha=0.5, normalization="max")
+    assert fused == pytest.approx({"a": 0.5 + 0.4, "b": 1 / 3 + 0.4, "c": 1 / 6 + 0.5, "d": 1 / 6 + 0.4})
+    assert list(fused) == ["a", "b", "c", "d"]
+    # min-max stretches each list to [0, 1]: c (last on the dense side) ties a (ties: higher id first)
+    assert convex_combination(dense, sparse, alpha=0.5) == pytest.approx({"c": 0.5, "a": 0.5, "b": 0.25, "d": 0.0})
+    assert list(convex_combination(dense, sparse, alpha=0.5)) == ["c", "a", "b", "d"]
+    assert convex_combination({"x": -0.2}, {}, 0.5, normalization="max") == {"x": 0.5}  # no positive best: all 1
+    with pytest.raises(ValueError, match="normalization"):
+        convex_combination(dense, sparse, alpha=0.5, normalization="z-score")
+
+
 def test_hybrid_weights_file_round_trip(tmp_path: Path) -> None:
     assert load_hybrid_weights(tmp_path).alpha == 0.5  # no hybrid.json: the default
     save_hybrid_weights(tmp_path, HybridWeights(alpha=0.3, provenance={"chosen_by": "test"}))
     loaded = load_hybrid_weights(tmp_path)
-    assert loaded.alpha == 0.3 and loaded.provenance == {"chosen_by": "test"}
+    assert loaded.alpha == 0.3 and loaded.provenance == {"chosen_by": "test"} and loaded.normalization == "min-max"
+    save_hybrid_weights(tmp_path, HybridWeights(alpha=0.7, normalization="max"))
+    assert load_hybrid_weights(tmp_path) == HybridWeights(alpha=0.7, normalization="max")
+    assert "max-scaled" in load_hybrid_weights(tmp_path).label
+    (tmp_path / "hybrid.json").write_text('{"alpha": 0.6}')  # a file from before the field: min-max
+    assert load_hybrid_weights(tmp_path).normalization == "min-max"
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        HybridWeights(alpha=0.5, normalization="rank")
     (tmp_path / "hybrid.json").write_text('{"alpha": "high"}')
     with pytest.raises(ValueError, match="not a valid hybrid weights file"):
         load_hybrid_weights(tmp_path)

@@ -214,6 +214,17 @@ def test_hybrid_is_the_convex_combination_of_both_sides(encoder, corpus, tmp_pat
         store.index(corpus, show_progress=False)
         dense_order = [h.id for h in store.search("asthma inhaler", top_k=5, mode="dense")]
         assert [h.id for h in store.search("asthma inhaler", top_k=5, mode="hybrid")] == dense_order
+    # ... and how each side is normalised, whatever alpha a search asks for
+    save_hybrid_weights(model, HybridWeights(alpha=0.4, normalization="max"))
+    with open_store(MedeirEncoder(model, device="cpu"), engine) as store:
+        store.index(corpus, show_progress=False)
+        dense = {h.id: h.score for h in store.search(query, top_k=100, mode="dense")}
+        sparse = {h.id: h.score for h in store.search(query, top_k=100, mode="sparse")}
+        for alpha in (None, 0.3):
+            expected = convex_combination(dense, sparse, 0.4 if alpha is None else alpha, 5, "max")
+            hits = store.search(query, top_k=5, mode="hybrid", alpha=alpha)
+            assert [h.id for h in hits] == list(expected) and [h.score for h in hits] == pytest.approx(
+                list(expected.values())), alpha
 
 
 def test_search_rejects_bad_arguments(encoder, corpus, engine):

@@ -11,7 +11,7 @@ from training_data import write_data_dir
 
 from medeir_rag.rag.fusion import load_hybrid_weights
 from medeir_rag.training.config import PairData
-from medeir_rag.training.hybrid import ALPHA_GRID, build_validation_sets, claim_pair, main
+from medeir_rag.training.hybrid import ALPHA_GRID, build_validation_sets, claim_pair, main, setting_key
 from medeir_rag.training.pairs import build_pairs
 
 
@@ -60,13 +60,16 @@ def test_tune_hybrid_writes_the_best_alpha_into_the_model(tiny_model_dir, tmp_pa
     assert main(argv) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     means = summary["mean_ndcg_at_10"]
-    assert list(means) == [f"{a:g}" for a in ALPHA_GRID]
-    assert summary["best_alpha"] in ALPHA_GRID and means[f"{summary['best_alpha']:g}"] == max(means.values())
+    assert list(means) == [f"{a:g}" for a in ALPHA_GRID] + [f"max:{a:g}" for a in ALPHA_GRID]
+    chosen = setting_key(summary["best_normalization"], summary["best_alpha"])
+    assert summary["best_alpha"] in ALPHA_GRID and means[chosen] == max(means.values())
     for row in summary["ndcg_at_10"].values():
-        assert row["0"] <= row["sparse"] + 1e-9 or abs(row["0"] - row["sparse"]) < 0.05  # alpha 0 ~ sparse alone
-        assert abs(row["1"] - row["dense"]) < 1e-9  # alpha 1 = dense alone
+        for scale in ("", "max:"):
+            assert abs(row[f"{scale}0"] - row["sparse"]) < 0.05  # alpha 0 ~ sparse alone (ties may reorder)
+            assert abs(row[f"{scale}1"] - row["dense"]) < 1e-9  # alpha 1 = dense alone
     weights = load_hybrid_weights(model)
-    assert weights.alpha == summary["best_alpha"] and weights.provenance["chosen_by"] == "medeir tune-hybrid"
+    assert (weights.alpha, weights.normalization) == (summary["best_alpha"], summary["best_normalization"])
+    assert weights.provenance["chosen_by"] == "medeir tune-hybrid"
     out = capsys.readouterr().out
     assert "(chosen)" in out and "wrote" in out and "hybrid.json" in out
     assert main([*argv, "--no-write", "--out", str(tmp_path / "out2")]) == 0
