@@ -490,7 +490,7 @@ def medeir_sparse_query_fn(model_name: str | None = None) -> Callable[[list[str]
 def medeir_hybrid_fusion_fn(model_name: str | None = None, alpha: float | None = None) -> Callable[..., Any]:
     """The ``hybrid_fusion_fn`` for ``QdrantVectorStore``: ``fusion.convex_combination`` with the model's alpha.
 
-    ``alpha`` (the dense side's weight) defaults to the model's ``hybrid.json`` (0.6 for the
+    ``alpha`` (the dense side's weight) defaults to the model's ``hybrid.json`` (0.7 for the
     bundled model; 0.5 without the file). The ``alpha`` LlamaIndex passes at query time is
     not used: ``QdrantVectorStore`` sends 0.5 when the query sets none, so it cannot tell a
     chosen 0.5 from no choice; give another weight here instead. Each side is normalised as
@@ -517,6 +517,7 @@ def medeir_hybrid_fusion_fn(model_name: str | None = None, alpha: float | None =
                                       ids=list(fused))
 
     hybrid_fusion_fn.alpha = weights.alpha  # type: ignore[attr-defined]  # what a caller may want to log
+    hybrid_fusion_fn.normalization = weights.normalization  # type: ignore[attr-defined]
     return hybrid_fusion_fn
 
 

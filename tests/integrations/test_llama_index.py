@@ -325,5 +325,7 @@ def test_hybrid_store_sets_idf_on_an_existing_collection_and_refuses_its_own_opt
     assert len(indices[0]) == len(values[0]) > 0 and indices[1] == values[1] == []
     _one_line_error(InvalidArgumentError, lambda: doc_fn("gout"), r"pass medeir_sparse_doc_fn\(model_name\)")
     assert medeir_hybrid_fusion_fn(model).alpha == 0.5 and medeir_hybrid_fusion_fn(alpha=0.3).alpha == 0.3
-    bundled = json.loads((bundled_model_path() / "hybrid.json").read_text())["alpha"]
-    assert medeir_hybrid_fusion_fn().alpha == bundled  # the bundled model's own hybrid.json
+    bundled = json.loads((bundled_model_path() / "hybrid.json").read_text())
+    assert medeir_hybrid_fusion_fn().alpha == bundled["alpha"]  # the bundled model's own hybrid.json
+    assert medeir_hybrid_fusion_fn().normalization == bundled.get("normalization", "min-max")
+    assert medeir_hybrid_fusion_fn(alpha=0.3).normalization == medeir_hybrid_fusion_fn().normalization
