@@ -1,4 +1,4 @@
-"""Hybrid-weight stage: choose how much the hybrid search trusts the dense side.
+"""Hybrid-weight stage: choose how much the hybrid search trusts the dense side, and on which score scale.
 
 Usage::
 

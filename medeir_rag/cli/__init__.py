@@ -34,7 +34,7 @@ SUBCOMMANDS: dict[str, tuple[str, str | None, str]] = {
     "distill": ("medeir_rag.training.distill", "train", "train the encoder to reproduce a teacher's embeddings"),
     "finetune": ("medeir_rag.training.finetune", "train", "contrastive fine-tuning of the embedder"),
     "train-reranker": ("medeir_rag.training.reranker", "train", "cross-encoder reranker training"),
-    "tune-hybrid": ("medeir_rag.training.hybrid", "eval", "choose the hybrid search's dense weight on held-out data"),
+    "tune-hybrid": ("medeir_rag.training.hybrid", "eval", "choose the hybrid's dense weight and score scale on held-out data"),
     "evaluate": ("medeir_rag.cli.evaluate", "eval", "mteb retrieval benchmark with baselines"),
     "analyze": ("medeir_rag.cli.analyze", "eval", "embedding-space analysis and plots"),
     "export": ("medeir_rag.cli.export", "onnx", "export a model to ONNX (fp32 + int8) for backend='onnx'"),
