@@ -26,17 +26,6 @@ from .config import PairData
 from .pairs import Pair, heldout_medquad_pairs, iter_source_records, record_to_pair, split_sentences
 
 ALPHA_GRID = tuple(round(0.1 * i, 1) for i in range(11))
-
-
-def setting_key(normalization: str, alpha: float) -> str:
-    """The run name of one fusion setting: ``"0.6"`` (min-max, the historical names), ``"max:0.6"``."""
-    return f"{alpha:g}" if normalization == DEFAULT_NORMALIZATION else f"{normalization}:{alpha:g}"
-
-
-def parse_setting(key: str) -> tuple[str, float]:
-    normalization, _, alpha = key.rpartition(":")
-    return normalization or DEFAULT_NORMALIZATION, float(alpha)
-
 DEFAULT_DISTRACTORS = 2000
 # validation set name -> the pair source whose held-out records it asks about
 VALIDATION_SETS = {"medquad-heldout": "medquad", "pubmed-heldout": "title_abstract",
@@ -44,6 +33,11 @@ VALIDATION_SETS = {"medquad-heldout": "medquad", "pubmed-heldout": "title_abstra
 _CONCLUSION_LEAD = re.compile(
     r"^(?:(?:conclusions?|interpretation|significance)\s*[:.]\s*|(?:in conclusion|in summary|taken together|"
     r"overall|together|collectively|thus|therefore|hence|finally),\s*)", re.IGNORECASE)
+
+
+def setting_key(normalization: str, alpha: float) -> str:
+    """The run name of one fusion setting: ``"0.6"`` (min-max, the historical names), ``"max:0.6"``."""
+    return f"{alpha:g}" if normalization == DEFAULT_NORMALIZATION else f"{normalization}:{alpha:g}"
 
 
 def _write_beir(folder: Path, queries: list[str], positives: list[str], distractors: list[str]) -> Path:
@@ -96,13 +90,15 @@ def build_validation_sets(data: PairData, out_dir: Path, distractors: int = DEFA
     """
     rng = random.Random(data.seed)
     folders = []
+    training_documents: dict[str, list[str]] = {}  # per source: read once, shared by its sets
     for name, source in VALIDATION_SETS.items():
         held = _heldout_pairs(name, data)
         seen = {t for p in held for t in (p.anchor, p.positive)}
-        train_docs = list(dict.fromkeys(
-            p.positive for r in iter_source_records(source, data) if (p := record_to_pair(source, r, data))
-        ))
-        train_docs = [t for t in train_docs if t not in seen]
+        if source not in training_documents:
+            training_documents[source] = list(dict.fromkeys(
+                p.positive for r in iter_source_records(source, data) if (p := record_to_pair(source, r, data))
+            ))
+        train_docs = [t for t in training_documents[source] if t not in seen]
         rng.shuffle(train_docs)
         if len(held) < 2:
             raise ValueError(f"fewer than 2 held-out records for {name}: raise data.holdout_percent or max_records")
@@ -176,14 +172,10 @@ def sweep(
         with benchmark_store(model.encoder, dataset, documents) as store:
             runs = sweep_runs(store, dataset, queries, grid, normalizations)
         table[dataset.name] = {key: score_run(run, dataset.qrels)["ndcg_at_10"] for key, run in runs.items()}
-    keys = [setting_key(n, a) for n in normalizations for a in grid]
-    means = {key: sum(t[key] for t in table.values()) / len(table) for key in keys}
-
-    def rank(key: str) -> tuple[float, bool, float]:
-        normalization, alpha = parse_setting(key)
-        return round(means[key], 6), normalization == DEFAULT_NORMALIZATION, -abs(alpha - 0.5)
-
-    best_normalization, best = parse_setting(max(keys, key=rank))
+    settings = [(n, a) for n in normalizations for a in grid]
+    means = {setting_key(n, a): sum(t[setting_key(n, a)] for t in table.values()) / len(table) for n, a in settings}
+    best_normalization, best = max(settings, key=lambda s: (round(means[setting_key(*s)], 6),
+                                                            s[0] == DEFAULT_NORMALIZATION, -abs(s[1] - 0.5)))
     return {"model": str(model.path), "grid": list(grid), "normalizations": list(normalizations),
             "ndcg_at_10": table, "mean_ndcg_at_10": means, "best_alpha": best,
             "best_normalization": best_normalization, "datasets": summaries,
@@ -197,8 +189,8 @@ def markdown_table(result: dict[str, Any]) -> str:
              "|---|" + "---:|" * (len(names) + 1)]
     rows = [("dense alone", "dense"), ("sparse alone (the store's: Qdrant IDF x BM25 tf, medeir tokens)", "sparse"),
             (f"RRF k={RRF_K} (equal weights, for reference)", "rrf")]
-    chosen = setting_key(result.get("best_normalization", DEFAULT_NORMALIZATION), result["best_alpha"])
-    for normalization in result.get("normalizations", [DEFAULT_NORMALIZATION]):
+    chosen = setting_key(result["best_normalization"], result["best_alpha"])
+    for normalization in result["normalizations"]:
         for alpha in result["grid"]:
             key = setting_key(normalization, alpha)
             rows.append((f"{normalization}, {alpha:g}" + (" (chosen)" if key == chosen else ""), key))

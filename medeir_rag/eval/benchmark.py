@@ -438,8 +438,7 @@ def evaluate(args: EvaluateSettings, argv: Sequence[str] = ()) -> dict[str, Any]
         models["bm25_medeir"] = {"scorer": "MedeirVectorStore sparse search: Qdrant IDF x the store's BM25 tf",
                                  "scheme": SPARSE_SCHEME, "tokenizer": "the model's WordPiece ids",
                                  "depth": HYBRID_CANDIDATES}
-        hybrid = load_hybrid_weights(ours.path)  # --alpha replaces the weight; the store keeps the normalization
-        hybrid = hybrid if args.alpha is None else HybridWeights(alpha=args.alpha, normalization=hybrid.normalization)
+        hybrid = load_hybrid_weights(ours.path).with_alpha(args.alpha)  # --alpha replaces the weight only
         models["hybrid"] = {"alpha": hybrid.alpha, "normalization": hybrid.normalization,
                             "provenance": hybrid.provenance}
     systems = Systems(ours=ours, hybrid=hybrid, minilm=minilm, reranker=reranker,

@@ -44,7 +44,7 @@ from medeir_rag.rag.chunking import (
     chunk_text,
     count_tokens,
 )
-from medeir_rag.rag.fusion import HybridWeights, convex_combination, load_hybrid_weights
+from medeir_rag.rag.fusion import convex_combination, load_hybrid_weights
 
 logger = logging.getLogger(__name__)
 dispatcher = get_dispatcher(__name__)
@@ -498,8 +498,7 @@ def medeir_hybrid_fusion_fn(model_name: str | None = None, alpha: float | None =
     (``similarity_top_k`` dense, ``sparse_top_k`` sparse); with both at 100, the store's
     candidate depth, the ranking is ``medeir query --mode hybrid``'s.
     """
-    weights = load_hybrid_weights(_model_dir(model_name))
-    weights = weights if alpha is None else HybridWeights(alpha=alpha, normalization=weights.normalization)
+    weights = load_hybrid_weights(_model_dir(model_name)).with_alpha(alpha)
 
     def hybrid_fusion_fn(
         dense_result: VectorStoreQueryResult, sparse_result: VectorStoreQueryResult, **kwargs: Any

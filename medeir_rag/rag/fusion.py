@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,10 @@ class HybridWeights:
         scale = "" if self.normalization == DEFAULT_NORMALIZATION else f", {self.normalization}-scaled"
         return f"convex, dense weight {self.alpha:g}{scale}"
 
+    def with_alpha(self, alpha: float | None) -> HybridWeights:
+        """These weights with another dense weight (``None``: unchanged); the scale stays the model's."""
+        return self if alpha is None else replace(self, alpha=alpha)
+
 
 def load_hybrid_weights(model_dir: str | os.PathLike[str] | None) -> HybridWeights:
     """The weights saved in ``model_dir/hybrid.json``; the default when the file is absent."""
@@ -53,7 +57,8 @@ def load_hybrid_weights(model_dir: str | os.PathLike[str] | None) -> HybridWeigh
     path = Path(model_dir) / HYBRID_FILE
     try:
         data = json.loads(path.read_text())
-        return HybridWeights(alpha=float(data["alpha"]), normalization=str(data.get("normalization", DEFAULT_NORMALIZATION)),
+        return HybridWeights(alpha=float(data["alpha"]),
+                             normalization=str(data.get("normalization", DEFAULT_NORMALIZATION)),
                              provenance=dict(data.get("provenance") or {}))
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise ModelFileError(f"{path} is not a valid hybrid weights file: {error}") from error

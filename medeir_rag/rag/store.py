@@ -26,7 +26,6 @@ from medeir_rag.rag.documents import SourceDocument, document_text
 from medeir_rag.rag.fusion import (
     DEFAULT_NORMALIZATION,
     HYBRID_CANDIDATES,
-    HybridWeights,
     convex_combination,
     load_hybrid_weights,
 )
@@ -882,9 +881,9 @@ class MedeirVectorStore:
         candidates = candidates or max(top_k, HYBRID_CANDIDATES)
         sparse = sparse_query_vector(self.encoder.tokenizer, query)
         if mode == "hybrid":
-            alpha = self.hybrid.alpha if alpha is None else HybridWeights(alpha=alpha).alpha
+            weights = self.hybrid.with_alpha(alpha)
             fused = hybrid_search(self.backend, self.collection, self._query_vector(query, query_vector), sparse,
-                                  top_k, alpha=alpha, normalization=self.hybrid.normalization,
+                                  top_k, alpha=weights.alpha, normalization=weights.normalization,
                                   candidates=candidates, query_filter=query_filter, hnsw_ef=self.hnsw_ef)
             return [_hit(record, score) for record, score in fused]
         if mode == "dense":
