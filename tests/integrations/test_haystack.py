@@ -274,11 +274,11 @@ def test_qdrant_pipelines_run_and_serialise(tiny_model_dir, tiny_reranker_dir):
     querying.add_component("ranker", MedeirSimilarityRanker(model=str(tiny_reranker_dir), device=cpu, top_k=2))
     querying.connect("embedder.embedding", "retriever.query_embedding")
     querying.connect("retriever.documents", "ranker.documents")
-    # the query is the text one stored chunk was embedded from (title, separator, content), so the
-    # random tiny model must rank that chunk first; a whole document as the query ranked another
-    # document's chunk first in one CI run (on another CPU) and passed in every run here
+    # the query is the text one stored chunk was embedded from (the document embedder's own join of
+    # title and content), so the random tiny model must rank that chunk first; a whole document as the
+    # query ranked another document's chunk first in one CI run (on another CPU) and passed here
     target = next(d for d in store.filter_documents() if d.meta["doc_id"] == corpus[4].id)
-    question = f"{target.meta['title']}\n{target.content}"
+    question = indexing.get_component("embedder")._text(target)
     result = querying.run({"embedder": {"text": question}, "ranker": {"query": question}},
                           include_outputs_from={"retriever"})
     assert result["retriever"]["documents"][0].id == target.id
