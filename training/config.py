@@ -391,6 +391,10 @@ class DistillTrain(Section):
     max_steps: int | None = Field(None, ge=1, description="overrides epochs")
     batch_size: int = Field(64, ge=2)
     max_seq_length: int = Field(128, ge=8)
+    micro_batch_tokens: int | None = Field(
+        1024, ge=8, description="forward each batch in length-sorted groups of at most this many padded tokens "
+        "(the same loss with less padding; null: one forward padded to the longest text)",
+    )
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="auto = bf16 autocast where measurably faster (a GPU with bf16, a CPU whose probe says so)"

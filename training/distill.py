@@ -28,6 +28,7 @@ from tqdm import tqdm
 from medeir_rag.model.configuration import MedeirConfig
 from medeir_rag.model.export import DOCUMENT_PROMPT, QUERY_PROMPT
 from medeir_rag.model.modeling import MedeirModel, mean_pool
+from medeir_rag.inference.encode import batches_by_token_budget
 from medeir_rag.model.tokenization import load_tokenizer
 
 from .common import (
@@ -303,6 +304,35 @@ def tokenize(tokenizer, texts: list[str], max_length: int, device: torch.device)
     return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
 
 
+def pooled_in_length_groups(student: Student, tokenizer, texts: list[str], max_length: int, device: torch.device,
+                            micro_batch_tokens: int | None) -> tuple[torch.Tensor, int]:
+    """``(pooled embeddings in the order of texts, real tokens)``, the batch forwarded in length-sorted groups.
+
+    Why: a batch padded to its longest text (usually the ``max_seq_length`` cap) spends most
+    of its FLOPs on padding when the mean text is far shorter. Sorted by length and cut by a
+    padded-token budget (the encode path's ``batches_by_token_budget``), each group pads only
+    to its own longest text. The loss still sees the whole batch at once (the in-batch KL
+    needs every pair), and because attention masks padding and pooling ignores it, the
+    embeddings equal one padded forward's to float rounding (tested). ``None``: one forward.
+    """
+    if not micro_batch_tokens:
+        batch = tokenize(tokenizer, texts, max_length, device)
+        return student(**batch), int(batch["attention_mask"].sum())
+    ids = tokenizer(texts, truncation=True, max_length=max_length, verbose=False)["input_ids"]
+    lengths = [len(row) for row in ids]
+    pad = tokenizer.pad_token_id
+    parts, order = [], []
+    for group in batches_by_token_budget(lengths, max(micro_batch_tokens, max(lengths)), len(texts)):
+        longest = lengths[group[0]]
+        input_ids = torch.tensor([ids[i] + [pad] * (longest - lengths[i]) for i in group], device=device)
+        attention_mask = torch.tensor([[1] * lengths[i] + [0] * (longest - lengths[i]) for i in group], device=device)
+        parts.append(student(input_ids=input_ids, attention_mask=attention_mask))
+        order.extend(group)
+    inverse = torch.empty(len(order), dtype=torch.long, device=device)
+    inverse[torch.tensor(order, device=device)] = torch.arange(len(order), device=device)
+    return torch.cat(parts)[inverse], sum(lengths)
+
+
 @torch.no_grad()
 def validation_metrics(student: Student, tokenizer, texts: list[str], teacher: torch.Tensor, config: DistillConfig,
                        device: torch.device, autocast) -> dict[str, float]:
@@ -312,9 +342,9 @@ def validation_metrics(student: Student, tokenizer, texts: list[str], teacher: t
     for start in range(0, len(texts) - 1, size):  # the last batch may be smaller (at least 2 texts)
         if len(texts) - start < 2:
             break
-        batch = tokenize(tokenizer, texts[start:start + size], config.train.max_seq_length, device)
         with autocast:
-            pooled = student(**batch)
+            pooled, _ = pooled_in_length_groups(student, tokenizer, texts[start:start + size],
+                                                config.train.max_seq_length, device, config.train.micro_batch_tokens)
             projected = student.projection(pooled)
         loss, parts = distillation_loss(pooled, projected, teacher[start:start + size].to(device), config)
         total += float(loss)
@@ -431,9 +461,9 @@ def train(config: DistillConfig) -> dict[str, Any]:
     while step < stop_at:
         step_t0 = time.perf_counter()
         chosen = batch_indices(config.train.seed, len(texts), config.train.batch_size, step)
-        batch = tokenize(tokenizer, [texts[i] for i in chosen], config.train.max_seq_length, device)
         with autocast:
-            pooled = student(**batch)
+            pooled, tokens = pooled_in_length_groups(student, tokenizer, [texts[i] for i in chosen],
+                                                     config.train.max_seq_length, device, config.train.micro_batch_tokens)
             projected = student.projection(pooled)
         loss, parts = distillation_loss(pooled, projected, targets[chosen].to(device), config)
         loss.backward()
@@ -445,7 +475,6 @@ def train(config: DistillConfig) -> dict[str, Any]:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        tokens = int(batch["attention_mask"].sum())
         state["tokens_seen"] += tokens
         state["texts_seen"] += len(chosen)
         state["train_seconds"] += time.perf_counter() - step_t0

@@ -81,7 +81,7 @@ def _warn_all_unknown(token_ids: Sequence[Sequence[int]], texts: Sequence[str], 
         )
 
 
-def _batches_by_token_budget(
+def batches_by_token_budget(
     lengths: Sequence[int], batch_tokens: int, max_batch_size: int, max_attention_elements: int | None = None
 ) -> list[list[int]]:
     """Group indices (sorted longest first) so that ``len(batch) * longest <= batch_tokens``
@@ -233,7 +233,7 @@ def encode(
     )
     lengths = [len(ids) for ids in sequences]
     attention_budget = model.config.blocked_attention_threshold // model.config.num_attention_heads
-    batches = _batches_by_token_budget(lengths, max(batch_tokens, window), max_batch_size, attention_budget)
+    batches = batches_by_token_budget(lengths, max(batch_tokens, window), max_batch_size, attention_budget)
 
     device = model.device
     pad_id = tokenizer.pad_token_id

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from medeir_rag.inference.encode import _batches_by_token_budget, encode
+from medeir_rag.inference.encode import batches_by_token_budget, encode
 from medeir_rag.inference.encoder import MedeirEncoder
 
 TEXTS = [
@@ -49,12 +49,12 @@ def test_batching_by_token_budget_does_not_change_results(encoder):
 
 def test_token_budget_batches_cover_every_index_once():
     lengths = [5, 50, 7, 49, 3, 100, 2]
-    batches = _batches_by_token_budget(lengths, batch_tokens=100, max_batch_size=8)
+    batches = batches_by_token_budget(lengths, batch_tokens=100, max_batch_size=8)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for batch in batches:
         assert len(batch) * max(lengths[i] for i in batch) <= 100
         assert lengths[batch[0]] == max(lengths[i] for i in batch)
-    quadratic = _batches_by_token_budget(lengths, batch_tokens=10_000, max_batch_size=8, max_attention_elements=5000)
+    quadratic = batches_by_token_budget(lengths, batch_tokens=10_000, max_batch_size=8, max_attention_elements=5000)
     for batch in quadratic:
         assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) ** 2 <= 5000
 

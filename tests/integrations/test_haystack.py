@@ -119,14 +119,14 @@ class TestMedeirDocumentEmbedder:
         import medeir_rag.inference.encode as encode_module
 
         calls = []
-        batcher = encode_module._batches_by_token_budget
+        batcher = encode_module.batches_by_token_budget
 
         def spy(lengths, *args, **kwargs):
             batches = batcher(lengths, *args, **kwargs)
             calls.append((list(lengths), batches))
             return batches
 
-        monkeypatch.setattr(encode_module, "_batches_by_token_budget", spy)
+        monkeypatch.setattr(encode_module, "batches_by_token_budget", spy)
         embedder = MedeirDocumentEmbedder(model=str(tiny_model_dir), device=ComponentDevice.from_str("cpu"),
                                           batch_size=2, progress_bar=False)
         long = "Chest radiography showed bilateral infiltrates consistent with pneumonia. " * 4

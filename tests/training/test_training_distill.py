@@ -156,6 +156,35 @@ def test_untrained_student_is_the_static_model(setup, vocab_run):
     assert torch.all(cos > 0.9999)
 
 
+def test_length_grouped_forward_equals_one_padded_forward(setup, vocab_run):
+    """Training forwards a batch in length-sorted groups: same embeddings and gradients, less padding."""
+    config = load_config("distill", "tiny", [f"init={vocab_run}"])
+    encoder, tokenizer, _ = distill.build_student(config)
+    torch.manual_seed(0)
+    for layer in encoder.layers:
+        for parameter in layer.parameters():
+            torch.nn.init.normal_(parameter, std=0.05)  # away from the identity start, so blocks mix tokens
+    student = distill.Student(encoder, 96)
+    words = "asthma inflammation airway glaucoma optic nerve insulin diabetes fever infection".split()
+    texts = [" ".join(words[: 1 + (i * 7) % len(words)] * (1 + i % 4)) for i in range(12)]
+    cpu = torch.device("cpu")
+    results = []
+    for budget in (None, 24):
+        student.zero_grad()
+        pooled, tokens = distill.pooled_in_length_groups(student, tokenizer, texts, 48, cpu, budget)
+        (pooled * torch.linspace(-1, 1, pooled.shape[1])).sum().backward()
+        grads = [p.grad.clone() for p in student.encoder.parameters() if p.grad is not None]
+        results.append((pooled.detach(), tokens, grads))
+    (one, one_tokens, one_grads), (grouped, grouped_tokens, grouped_grads) = results
+    assert one_tokens == grouped_tokens
+    lengths = {len(row) for row in tokenizer(texts, truncation=True, max_length=48)["input_ids"]}
+    assert len(lengths) > 2  # the texts differ in length, so the groups pad differently
+    torch.testing.assert_close(grouped, one, atol=1e-5, rtol=1e-4)
+    assert len(one_grads) == len(grouped_grads) > 0
+    for a, b in zip(one_grads, grouped_grads, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+
+
 def test_student_refuses_vectors_of_another_width(setup, vocab_run):
     config = load_config("distill", "tiny", [f"init={vocab_run}", "model.hidden_size=32"])
     with pytest.raises(ValueError, match="run distill-vocab with dims=32"):
