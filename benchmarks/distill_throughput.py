@@ -104,13 +104,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def padded_tokens(tokenizer, texts: list[str], max_length: int, budget: int | None) -> int:
     """The token positions the forwards compute, padding included."""
-    from medeir_rag.inference.encode import batches_by_token_budget
+    from medeir_rag.training.distill import length_groups
 
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
-    if not budget:
-        return len(lengths) * max(lengths)
-    groups = batches_by_token_budget(lengths, max(budget, max(lengths)), len(lengths))
-    return sum(len(group) * lengths[group[0]] for group in groups)
+    ids, groups = length_groups(tokenizer, texts, max_length, budget)
+    return sum(len(group) * max(len(ids[i]) for i in group) for group in groups)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from medeir_rag.inference.encode import batches_by_token_budget
 from medeir_rag.model.configuration import MedeirConfig
 from medeir_rag.model.export import DOCUMENT_PROMPT, QUERY_PROMPT
 from medeir_rag.model.modeling import MedeirModel, mean_pool
-from medeir_rag.inference.encode import batches_by_token_budget
 from medeir_rag.model.tokenization import load_tokenizer
 
 from .common import (
@@ -304,33 +304,42 @@ def tokenize(tokenizer, texts: list[str], max_length: int, device: torch.device)
     return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
 
 
+def length_groups(tokenizer, texts: list[str], max_length: int,
+                  micro_batch_tokens: int | None) -> tuple[list[list[int]], list[list[int]]]:
+    """``(token ids of each text, groups of text indices)``: the forwards a batch is cut into.
+
+    Sorted by length and cut by a padded-token budget (the encode path's
+    ``batches_by_token_budget``), so each group pads only to its own longest text; ``None``:
+    one group, the whole batch padded to its longest text.
+    """
+    ids = tokenizer(texts, truncation=True, max_length=max_length, verbose=False)["input_ids"]
+    if not micro_batch_tokens:
+        return ids, [list(range(len(ids)))]
+    lengths = [len(row) for row in ids]
+    return ids, batches_by_token_budget(lengths, max(micro_batch_tokens, max(lengths)), len(ids))
+
+
 def pooled_in_length_groups(student: Student, tokenizer, texts: list[str], max_length: int, device: torch.device,
                             micro_batch_tokens: int | None) -> tuple[torch.Tensor, int]:
-    """``(pooled embeddings in the order of texts, real tokens)``, the batch forwarded in length-sorted groups.
+    """``(pooled embeddings in the order of texts, real tokens)``, the batch forwarded in ``length_groups``.
 
     Why: a batch padded to its longest text (usually the ``max_seq_length`` cap) spends most
-    of its FLOPs on padding when the mean text is far shorter. Sorted by length and cut by a
-    padded-token budget (the encode path's ``batches_by_token_budget``), each group pads only
-    to its own longest text. The loss still sees the whole batch at once (the in-batch KL
-    needs every pair), and because attention masks padding and pooling ignores it, the
-    embeddings equal one padded forward's to float rounding (tested). ``None``: one forward.
+    of its FLOPs on padding when the mean text is far shorter. The loss still sees the whole
+    batch at once (the in-batch KL needs every pair), and because attention masks padding and
+    pooling ignores it, the embeddings equal one padded forward's to float rounding (tested).
     """
-    if not micro_batch_tokens:
-        batch = tokenize(tokenizer, texts, max_length, device)
-        return student(**batch), int(batch["attention_mask"].sum())
-    ids = tokenizer(texts, truncation=True, max_length=max_length, verbose=False)["input_ids"]
-    lengths = [len(row) for row in ids]
+    ids, groups = length_groups(tokenizer, texts, max_length, micro_batch_tokens)
     pad = tokenizer.pad_token_id
     parts, order = [], []
-    for group in batches_by_token_budget(lengths, max(micro_batch_tokens, max(lengths)), len(texts)):
-        longest = lengths[group[0]]
-        input_ids = torch.tensor([ids[i] + [pad] * (longest - lengths[i]) for i in group], device=device)
-        attention_mask = torch.tensor([[1] * lengths[i] + [0] * (longest - lengths[i]) for i in group], device=device)
+    for group in groups:
+        longest = max(len(ids[i]) for i in group)
+        input_ids = torch.tensor([ids[i] + [pad] * (longest - len(ids[i])) for i in group], device=device)
+        attention_mask = torch.tensor([[1] * len(ids[i]) + [0] * (longest - len(ids[i])) for i in group], device=device)
         parts.append(student(input_ids=input_ids, attention_mask=attention_mask))
         order.extend(group)
     inverse = torch.empty(len(order), dtype=torch.long, device=device)
     inverse[torch.tensor(order, device=device)] = torch.arange(len(order), device=device)
-    return torch.cat(parts)[inverse], sum(lengths)
+    return torch.cat(parts)[inverse], sum(len(row) for row in ids)
 
 
 @torch.no_grad()
